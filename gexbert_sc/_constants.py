@@ -1,0 +1,43 @@
+"""Registry keys, tensor-dict keys and default output keys, written once."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class _RegistryKeys(NamedTuple):
+    X_KEY: str = "X"
+    BATCH_KEY: str = "batch"
+    LABELS_KEY: str = "labels"
+    MISSING_KEY: str = "missing"
+
+
+class _ModuleKeys(NamedTuple):
+    X_KEY: str = "x"
+    MISSING_KEY: str = "missing"
+    BATCH_KEY: str = "batch_index"
+    Z_KEY: str = "z"
+    MEMORY_KEY: str = "memory"
+    MEMORY_PAD_KEY: str = "memory_pad"
+    TARGET_IDX_KEY: str = "target_idx"
+    TARGET_KEY: str = "target"
+    TARGET_VALID_KEY: str = "target_valid"
+    PRED_KEY: str = "pred"
+    PRED_BOTTLENECK_KEY: str = "pred_bottleneck"
+
+
+class _OutputKeys(NamedTuple):
+    EMBEDDING: str = "X_gexbert"
+    IMPUTED: str = "gexbert_imputed"
+    IMPUTED_MASK: str = "gexbert_imputed_mask"
+    IMPUTED_STD: str = "gexbert_imputed_std"
+    GENE_EMBEDDING: str = "gexbert_gene_embedding"
+    PREDICTION: str = "gexbert_prediction"
+    PREDICTION_PROBA: str = "gexbert_prediction_proba"
+    RISK: str = "gexbert_risk"
+    UNS: str = "gexbert"
+
+
+REGISTRY_KEYS = _RegistryKeys()
+MODULE_KEYS = _ModuleKeys()
+OUTPUT_KEYS = _OutputKeys()
