@@ -1,0 +1,168 @@
+"""Per-gene statistics fitted once on the training data and stored with the model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from gexbert_sc.data._normalization import log_normalise, size_factors_from_sums
+
+logger = logging.getLogger(__name__)
+
+_GENE_CHUNK = 512
+
+
+@dataclass
+class ExpressionStatistics:
+    """What the model needs to turn raw values into tokens, all of fixed shape.
+
+    Attributes
+    ----------
+    gene_share
+        ``(G,)`` expected library share per gene (uniform for log-scale input).
+    bin_edges
+        ``(G, n_levels - 2)`` per-gene quantile edges of the non-zero log-scale values.
+    gene_mean
+        ``(G,)`` mean log-scale value over observed entries (zeros included).
+    """
+
+    gene_share: np.ndarray
+    bin_edges: np.ndarray
+    gene_mean: np.ndarray
+
+
+def _subsample(matrix: Any, max_cells: int, seed: int) -> Any:
+    """Random rows of ``matrix`` (sparse stays sparse, in CSC for column access)."""
+    n_obs = matrix.shape[0]
+    rows = np.arange(n_obs)
+    if n_obs > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(n_obs, size=max_cells, replace=False))
+    block = matrix[rows]
+    return block.tocsc() if sp.issparse(block) else np.asarray(block)
+
+
+def _columns(matrix: Any, cols: slice) -> np.ndarray:
+    block = matrix[:, cols]
+    return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float32)
+
+
+def _column_blocks(values: Any, missing: Any | None):
+    """Yield ``(cols, values_block, observed_block)`` over gene chunks."""
+    n_genes = values.shape[1]
+    for start in range(0, n_genes, _GENE_CHUNK):
+        cols = slice(start, min(start + _GENE_CHUNK, n_genes))
+        block = _columns(values, cols)
+        observed = ~np.isnan(block)
+        if missing is not None:
+            observed &= _columns(missing, cols) < 0.5
+        yield cols, block, observed
+
+
+def _fit_library_model(values: Any, missing: Any | None) -> tuple[np.ndarray, torch.Tensor]:
+    """Gene library shares :math:`p_g` and the fitted cells' size factors, chunk by chunk."""
+    n_cells, n_genes = values.shape
+    library = np.zeros(n_cells)
+    for _, block, observed in _column_blocks(values, missing):
+        library += np.where(observed, block, 0.0).sum(axis=1)
+    keep = library > 0
+    share = np.zeros(n_genes)
+    for cols, block, observed in _column_blocks(values, missing):
+        counts = np.where(observed, block, 0.0)
+        share[cols] = (counts[keep] / library[keep, None]).sum(axis=0)
+    share /= share.sum()
+    observed_share = np.zeros(n_cells)
+    for cols, _, observed in _column_blocks(values, missing):
+        observed_share += observed @ share[cols]
+    factors = size_factors_from_sums(torch.from_numpy(library), torch.from_numpy(observed_share))
+    return share, factors.float()
+
+
+def _quantile_edges(values: np.ndarray, n_edges: int) -> np.ndarray:
+    """Per-column quantiles of the non-NaN entries of ``values`` ``(n, G)`` → ``(G, n_edges)``."""
+    ordered = np.sort(values, axis=0)  # NaN sorts last
+    n_valid = (~np.isnan(values)).sum(axis=0)
+    quantiles = np.arange(1, n_edges + 1) / (n_edges + 1)
+    positions = np.round(quantiles[:, None] * np.maximum(n_valid - 1, 0)).astype(int)
+    edges = np.take_along_axis(ordered, positions, axis=0).T
+    return np.where(np.isnan(edges), 0.0, edges)
+
+
+def fit_expression_statistics(
+    matrix: Any,
+    missing: Any | None,
+    is_counts: bool,
+    n_levels: int,
+    var_names: np.ndarray,
+    max_cells: int = 5_000,
+    seed: int = 0,
+) -> ExpressionStatistics:
+    """Fit library shares, quantile bin edges and gene means on (a subsample of) the data.
+
+    At most ``max_cells`` random rows are read; sparse input stays sparse and is densified
+    ``512`` genes at a time, so memory is bounded by ``max_cells × 512`` floats.
+
+    Parameters
+    ----------
+    matrix
+        Expression values ``(n_obs, G)``; NaN marks missing entries.
+    missing
+        Optional boolean mask ``(n_obs, G)``, ``True`` = missing.
+    is_counts
+        Whether values are counts (normalised and log1p'd) or already log-scale.
+    n_levels
+        Number of expression levels including the reserved zero level.
+    var_names
+        Gene names, used in error messages.
+    max_cells
+        Rows used for fitting.
+    seed
+        Seed of the row subsample.
+
+    Returns
+    -------
+    The fitted :class:`ExpressionStatistics`.
+
+    Raises
+    ------
+    ValueError
+        If some genes are never observed in the fitted rows.
+    """
+    values = _subsample(matrix, max_cells, seed)
+    missing = None if missing is None else _subsample(missing, max_cells, seed)
+    n_cells, n_genes = values.shape
+    gene_share = np.full(n_genes, 1.0 / n_genes)
+    factors = torch.ones(n_cells)
+    if is_counts:
+        gene_share, factors = _fit_library_model(values, missing)
+    gene_mean = np.zeros(n_genes)
+    bin_edges = np.zeros((n_genes, n_levels - 2))
+    never = []
+    for cols, block, observed in _column_blocks(values, missing):
+        y = np.where(observed, block, 0.0)
+        if is_counts:
+            y = log_normalise(torch.from_numpy(y), factors).numpy()
+        y[~observed] = np.nan
+        n_observed = observed.sum(axis=0)
+        never.extend(np.flatnonzero(n_observed == 0) + cols.start)
+        gene_mean[cols] = np.nansum(y, axis=0) / np.maximum(n_observed, 1)
+        y[y == 0] = np.nan
+        bin_edges[cols] = _quantile_edges(y, n_levels - 2)
+    if never:
+        names = ", ".join(map(str, np.asarray(var_names)[never[:5]]))
+        msg = (
+            f"{len(never)} of {n_genes} genes have no observed value in the training data "
+            f"(e.g. {names}); GexBERT cannot learn them. Drop them first, e.g. "
+            "`adata = adata[:, np.isfinite(adata.X).any(axis=0)].copy()`."
+        )
+        raise ValueError(msg)
+    logger.debug("Fitted expression statistics on %d rows × %d genes.", n_cells, n_genes)
+    return ExpressionStatistics(
+        gene_share=gene_share.astype(np.float32),
+        bin_edges=bin_edges.astype(np.float32),
+        gene_mean=gene_mean.astype(np.float32),
+    )

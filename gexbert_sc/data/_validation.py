@@ -1,0 +1,66 @@
+"""Checks at the door of ``setup_anndata``: clear errors before any compute."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def registered_matrix(adata: AnnData, layer: str | None, argument: str = "layer") -> Any:
+    """Return ``adata.layers[layer]`` (or ``adata.X``), raising a clear error if absent."""
+    if layer is None:
+        if adata.X is None:
+            msg = "`adata.X` is empty; pass `layer=` naming the layer that holds expression."
+            raise ValueError(msg)
+        return adata.X
+    if layer not in adata.layers:
+        msg = f"`{argument}={layer!r}` is not in `adata.layers`; available: {list(adata.layers)}."
+        raise KeyError(msg)
+    return adata.layers[layer]
+
+
+def check_expression_matrix(adata: AnnData, layer: str | None) -> None:
+    """Check that the expression values are a non-empty numeric matrix.
+
+    Raises
+    ------
+    ValueError
+        If ``adata`` has no samples or no genes.
+    TypeError
+        If the values are not numeric.
+    KeyError
+        If ``layer`` is not a layer of ``adata``.
+    """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        msg = f"`adata` is empty ({adata.n_obs} samples × {adata.n_vars} genes)."
+        raise ValueError(msg)
+    matrix = registered_matrix(adata, layer)
+    dtype = np.dtype(getattr(matrix, "dtype", object))
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        msg = f"`{where}` must be numeric, got dtype {dtype}; convert it with `.astype(float)`."
+        raise TypeError(msg)
+
+
+def check_obs_key(adata: AnnData, key: str | None, argument: str) -> None:
+    """Raise a :class:`KeyError` naming ``argument`` if ``key`` is not an ``obs`` column."""
+    if key is not None and key not in adata.obs:
+        msg = f"`{argument}={key!r}` is not a column of `adata.obs`; available: {list(adata.obs)}."
+        raise KeyError(msg)
+
+
+def check_missing_layer(adata: AnnData, missing_layer: str | None) -> None:
+    """Check that the missing-value mask layer exists and is boolean (``True`` = missing)."""
+    if missing_layer is None:
+        return
+    matrix = registered_matrix(adata, missing_layer, argument="missing_layer")
+    if np.dtype(matrix.dtype) != np.bool_:
+        msg = (
+            f"`missing_layer={missing_layer!r}` must be boolean (True = missing), got dtype "
+            f"{matrix.dtype}; build it with e.g. `np.isnan(X)`."
+        )
+        raise TypeError(msg)

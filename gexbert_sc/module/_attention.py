@@ -1,0 +1,130 @@
+"""Pre-LN transformer blocks built on :func:`torch.nn.functional.scaled_dot_product_attention`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _key_padding_to_attn_mask(key_padding: torch.Tensor | None) -> torch.Tensor | None:
+    """Turn a ``(B, L)`` bool mask (``True`` = padding) into an SDPA mask ``(B, 1, 1, L)``."""
+    if key_padding is None:
+        return None
+    return (~key_padding)[:, None, None, :]
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention whose queries and keys may come from different sequences.
+
+    Parameters
+    ----------
+    d_model
+        Token width.
+    n_heads
+        Number of attention heads; must divide ``d_model``.
+    dropout
+        Dropout on the attention weights (training only).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            msg = f"`d_model` ({d_model}) must be divisible by `n_heads` ({n_heads})."
+            raise ValueError(msg)
+        self.n_heads = n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, length, d = t.shape
+        return t.view(b, length, self.n_heads, d // self.n_heads).transpose(1, 2)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        key_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``query`` ``(B, Lq, d)`` to ``memory`` ``(B, Lk, d)``."""
+        q = self._split_heads(self.q_proj(query))
+        k, v = (self._split_heads(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=_key_padding_to_attn_mask(key_padding),
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        b, _, lq, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
+
+    def attention_weights(
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        key_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return the softmax attention weights ``(B, n_heads, Lq, Lk)`` (no dropout)."""
+        q = self._split_heads(self.q_proj(query))
+        k = self._split_heads(self.kv_proj(memory).chunk(2, dim=-1)[0])
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        if key_padding is not None:
+            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        return scores.softmax(dim=-1)
+
+
+class FeedForward(nn.Sequential):
+    """Position-wise MLP ``d → 4d → d`` with GELU."""
+
+    def __init__(self, d_model: int, dropout: float = 0.0):
+        super().__init__(
+            nn.Linear(d_model, 4 * d_model),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(4 * d_model, d_model),
+        )
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN self-attention block: ``h + Attn(LN h)``, then ``h + FF(LN h)``."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.norm_ff = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, dropout)
+
+    def forward(self, h: torch.Tensor, key_padding: torch.Tensor | None = None) -> torch.Tensor:
+        """Update tokens ``h`` ``(B, L, d)``; ``key_padding`` ``(B, L)`` marks padding."""
+        x = self.norm_attn(h)
+        h = h + self.attn(x, x, key_padding)
+        return h + self.ff(self.norm_ff(h))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-LN cross-attention block: queries read the memory and never each other.
+
+    Because there is no query-to-query attention, the output for one query does not depend on
+    which other queries are in the same call.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm_query = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.norm_ff = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, dropout)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        key_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Update queries ``(B, Lq, d)`` from the normalised ``memory`` ``(B, Lk, d)``."""
+        query = query + self.attn(self.norm_query(query), memory, key_padding)
+        return query + self.ff(self.norm_ff(query))

@@ -1,0 +1,6 @@
+"""Scanpy-style writers: compute with a model, write into AnnData."""
+
+from gexbert_sc.tl._embed import embed
+from gexbert_sc.tl._impute import impute
+
+__all__ = ["embed", "impute"]

@@ -1,0 +1,69 @@
+"""Write the GexBERT sample embedding into ``obsm``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from gexbert_sc._constants import OUTPUT_KEYS
+from gexbert_sc.tl._provenance import check_model, record, warn_if_overwriting
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from gexbert_sc.model import GexBERT
+
+logger = logging.getLogger(__name__)
+
+
+def embed(
+    adata: AnnData,
+    model: GexBERT,
+    *,
+    key_added: str = OUTPUT_KEYS.EMBEDDING,
+    batch_size: int | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed samples with a trained model.
+
+    Parameters
+    ----------
+    adata
+        AnnData with the model's genes, in the model's order.
+    model
+        A trained :class:`~gexbert_sc.GexBERT`.
+    key_added
+        ``obsm`` key of the embedding; the default ``"X_gexbert"`` makes
+        ``sc.pp.neighbors(adata, use_rep="X_gexbert")`` and ``basis="gexbert"`` work.
+    batch_size
+        Samples per minibatch (does not change the result).
+    copy
+        Return a modified copy instead of writing in place.
+
+    Returns
+    -------
+    Depending on ``copy``, returns or updates ``adata`` with the following fields.
+
+    `adata.obsm['X_gexbert' | key_added]` : :class:`numpy.ndarray` (dtype `float32`)
+        The ``[CLS]`` sample embedding.
+    `adata.uns['gexbert']['outputs'][key_added]` : :class:`dict`
+        Parameters of this call.
+
+    Examples
+    --------
+    >>> import gexbert_sc, scanpy as sc
+    >>> adata = gexbert_sc.datasets.pbmc68k()
+    >>> gexbert_sc.GexBERT.setup_anndata(adata)
+    >>> model = gexbert_sc.GexBERT(adata, d_model=32)
+    >>> model.train(max_epochs=1)
+    >>> gexbert_sc.tl.embed(adata, model)
+    >>> sc.pp.neighbors(adata, use_rep="X_gexbert")
+    """
+    check_model(model)
+    embedding = model.get_latent_representation(adata, batch_size=batch_size)
+    adata = adata.copy() if copy else adata
+    warn_if_overwriting(adata.obsm, key_added, "obsm")
+    adata.obsm[key_added] = embedding
+    record(adata, model, key_added, {"batch_size": batch_size})
+    logger.info("Added `obsm[%r]`, the GexBERT sample embedding.", key_added)
+    return adata if copy else None

@@ -1,0 +1,12 @@
+"""Lightning training plan (sees a module and batches, never AnnData)."""
+
+from gexbert_sc.train._plan import GexBERTTrainingPlan, warmup_cosine
+from gexbert_sc.train._precision import Precision, autocast_context, resolve_precision
+
+__all__ = [
+    "GexBERTTrainingPlan",
+    "Precision",
+    "autocast_context",
+    "resolve_precision",
+    "warmup_cosine",
+]
