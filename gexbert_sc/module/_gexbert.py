@@ -86,6 +86,8 @@ class GexBERTModule(BaseModuleClass):
         self.bottleneck_weight = bottleneck_weight
         self._register_statistics(is_counts, gene_share, bin_edges, gene_mean)
         self.gene_emb = nn.Embedding(n_vars, d_model)
+        self.value_emb = nn.Embedding(n_vars, d_model)
+        self.gene_out = nn.Embedding(n_vars, d_model)
         self.level_emb = nn.Embedding(n_levels + 1, d_model)
         self.batch_emb = nn.Embedding(max(n_batch, 1), d_model)
         self.cls_token = nn.Parameter(torch.zeros(d_model))
@@ -96,10 +98,12 @@ class GexBERTModule(BaseModuleClass):
         self.decoder = nn.ModuleList(
             DecoderBlock(d_model, n_heads, dropout) for _ in range(n_decoder_layers)
         )
-        self.value_head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, 1))
-        nn.init.normal_(self.gene_emb.weight, std=0.02)
-        nn.init.normal_(self.level_emb.weight, std=0.02)
-        nn.init.normal_(self.batch_emb.weight, std=0.02)
+        self.output_norm = nn.LayerNorm(d_model)
+        self.output_weight = nn.Parameter(torch.zeros(d_model))
+        for weight in (self.gene_emb.weight, self.level_emb.weight, self.value_emb.weight):
+            nn.init.normal_(weight, std=0.02)
+        nn.init.normal_(self.gene_out.weight, std=0.02)
+        nn.init.zeros_(self.batch_emb.weight)
         nn.init.normal_(self.cls_token, std=0.02)
 
     def _register_statistics(self, is_counts, gene_share, bin_edges, gene_mean) -> None:
@@ -182,9 +186,15 @@ class GexBERTModule(BaseModuleClass):
         and the ``(B, 1 + L)`` padding mask.
         """
         levels = self.expression_levels(values, gene_idx)
+        centred = values - self.gene_mean[gene_idx]
         if hidden is not None:
             levels = torch.where(hidden, self.n_levels, levels)
-        tokens = self.gene_emb(gene_idx) + self.level_emb(levels)
+            centred = torch.where(hidden, 0.0, centred)
+        tokens = (
+            self.gene_emb(gene_idx)
+            + self.level_emb(levels)
+            + centred.unsqueeze(-1) * self.value_emb(gene_idx)
+        )
         cls = self.cls_token.expand(tokens.shape[0], 1, -1)
         h = torch.cat([cls, tokens], dim=1)
         padding = torch.cat([valid.new_zeros(valid.shape[0], 1), ~valid], dim=1)
@@ -215,7 +225,8 @@ class GexBERTModule(BaseModuleClass):
         )
         for block in self.decoder:
             query = block(query, memory, padding)
-        return self.value_head(query).squeeze(-1) + self.gene_mean[gene_idx]
+        readout = self.gene_out(gene_idx) + self.output_weight
+        return (self.output_norm(query) * readout).sum(-1) + self.gene_mean[gene_idx]
 
     # ------------------------------------------------------------------ scvi-tools protocol
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
