@@ -84,8 +84,8 @@ def align_genes(adata: AnnData, model_or_var_names) -> AnnData:
     >>> aligned.var_names[0] == panel.var_names[-1]
     True
     """
-    if hasattr(model_or_var_names, "adata_manager"):
-        target = pd.Index(model_or_var_names.adata_manager.get_state_registry("X").column_names)
+    if hasattr(model_or_var_names, "var_names"):
+        target = pd.Index(model_or_var_names.var_names)
     else:
         target = pd.Index(model_or_var_names)
     if not adata.var_names.is_unique:

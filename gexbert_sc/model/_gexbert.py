@@ -254,7 +254,8 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
     @property
     def var_names(self) -> pd.Index:
         """Genes of the model's vocabulary, in order."""
-        return pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names)
+        registry = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
+        return pd.Index(registry["column_names"])
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         if adata is not None:
@@ -371,7 +372,9 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None,
         batch_size: int | None,
     ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-        self._check_if_trained(warn=False)
+        if not self.is_trained_:
+            msg = "The model is not trained yet; run `model.train()` first."
+            raise RuntimeError(msg)
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()

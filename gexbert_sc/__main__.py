@@ -1,0 +1,133 @@
+"""Command line: ``python -m gexbert_sc {demo,train,embed,impute}`` (also ``gexbert-sc``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+logger = logging.getLogger("gexbert_sc")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gexbert-sc", description="GexBERT masked-expression transformer for AnnData."
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="pretrain on pbmc68k_reduced, embed, impute, report")
+    demo.add_argument("--output-dir", default="demo_output")
+    demo.add_argument("--max-epochs", type=int, default=None)
+
+    train = sub.add_parser("train", help="pretrain on an .h5ad and save the model")
+    train.add_argument("input", help=".h5ad with expression in X or --layer")
+    train.add_argument("--model-dir", required=True)
+    train.add_argument("--layer", default=None)
+    train.add_argument("--batch-key", default=None)
+    train.add_argument("--labels-key", default=None)
+    train.add_argument("--input-scale", choices=["auto", "counts", "log"], default="auto")
+    train.add_argument("--max-epochs", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--d-model", type=int, default=128)
+    train.add_argument("--n-layers", type=int, default=2)
+    train.add_argument("--n-context", type=int, default=256)
+    train.add_argument("--overwrite", action="store_true")
+
+    for name, help_text in (
+        ("embed", "write obsm['X_gexbert'] with a saved model"),
+        ("impute", "write layers['gexbert_imputed'] with a saved model"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("input", help=".h5ad to process")
+        cmd.add_argument("--model-dir", required=True)
+        cmd.add_argument("--output", required=True, help=".h5ad to write")
+        cmd.add_argument("--key-added", default=None)
+        cmd.add_argument(
+            "--align", action="store_true", help="reorder genes to the model's; absent → NaN"
+        )
+        if name == "impute":
+            cmd.add_argument(
+                "--all-entries", action="store_true", help="restore observed entries too"
+            )
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from gexbert_sc._demo import run_demo
+
+    report = run_demo(
+        args.output_dir, max_epochs=args.max_epochs, enable_progress_bar=not args.no_progress
+    )
+    print(report.format())
+
+
+def _train(args: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from gexbert_sc import GexBERT
+
+    adata = ad.read_h5ad(args.input)
+    GexBERT.setup_anndata(
+        adata,
+        layer=args.layer,
+        batch_key=args.batch_key,
+        labels_key=args.labels_key,
+        input_scale=args.input_scale,
+    )
+    model = GexBERT(adata, d_model=args.d_model, n_layers=args.n_layers, n_context=args.n_context)
+    model.train(
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        enable_progress_bar=not args.no_progress,
+    )
+    model.save(args.model_dir, overwrite=args.overwrite)
+    print(f"saved model to {args.model_dir}")
+
+
+def _apply(args: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from gexbert_sc import GexBERT, data, tl
+
+    adata = ad.read_h5ad(args.input)
+    if args.align:
+        registry = GexBERT.load_registry(args.model_dir)
+        genes = registry["field_registries"]["X"]["state_registry"]["column_names"]
+        adata = data.align_genes(adata, genes)
+    model = GexBERT.load(args.model_dir, adata=adata)
+    kwargs = {} if args.key_added is None else {"key_added": args.key_added}
+    if args.command == "embed":
+        tl.embed(adata, model, **kwargs)
+    else:
+        tl.impute(adata, model, keep_observed=not args.all_entries, **kwargs)
+    adata.write_h5ad(args.output)
+    print(f"wrote {args.output}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    The exit status: 0 on success, 2 on bad input (the error is printed).
+    """
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handlers = {"demo": _demo, "train": _train, "embed": _apply, "impute": _apply}
+    try:
+        handlers[args.command](args)
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+        print(f"gexbert-sc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

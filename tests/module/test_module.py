@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from gexbert_sc._constants import MODULE_KEYS
+from gexbert_sc.module import GexBERTModule
+from gexbert_sc.module._attention import MultiHeadAttention
+
+
+def _module(**kwargs) -> GexBERTModule:
+    torch.manual_seed(0)
+    edges = torch.linspace(0.5, 3.0, 6).expand(30, 6).clone()
+    defaults = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_levels": 8, "n_context": 12}
+    return GexBERTModule(30, bin_edges=edges, **{**defaults, **kwargs})
+
+
+def test_levels_reserve_zero_and_missing():
+    module = _module()
+    values = torch.tensor([[0.0, 0.4, 0.6, 5.0]])
+    levels = module.expression_levels(values, torch.tensor([[0, 1, 2, 3]]))
+    assert levels.tolist() == [[0, 1, 2, 7]]
+    assert module.level_emb.num_embeddings == 9  # 8 levels + the missing embedding
+
+
+def test_training_context_uses_only_observed_genes_and_hides_a_fraction():
+    module = _module(mask_ratio=0.25)
+    x = torch.rand(4, 30) * 3
+    x[:, :10] = float("nan")
+    module.train()
+    out = module.inference(x, None, torch.zeros(4, 1))
+    targets = out[MODULE_KEYS.TARGET_IDX_KEY]
+    assert targets.shape == (4, 3)  # round(0.25 * 12)
+    assert (targets >= 10).all()
+    torch.testing.assert_close(out[MODULE_KEYS.TARGET_KEY], x.gather(1, targets))
+
+
+def test_missing_mask_layer_hides_values():
+    module = _module()
+    x = torch.rand(2, 30)
+    missing = torch.zeros(2, 30)
+    missing[:, 5:] = 1.0
+    _, observed, _ = module.prepare_values(x, missing)
+    assert observed[:, :5].all() and not observed[:, 5:].any()
+
+
+def test_inference_context_is_fixed_and_trimmed():
+    module = _module(n_inference_context=8)
+    observed = torch.zeros(3, 30, dtype=torch.bool)
+    observed[0, :20] = True
+    observed[1, :4] = True
+    idx_a, valid_a = module.select_context(observed, 8, random=False)
+    idx_b, valid_b = module.select_context(observed[[1, 0, 2]], 8, random=False)
+    assert idx_a.shape == (3, 8)
+    assert valid_a.sum(1).tolist() == [8, 4, 0]
+    assert torch.equal(idx_a[[1, 0, 2]], idx_b) and torch.equal(valid_a[[1, 0, 2]], valid_b)
+
+
+def test_decoder_output_does_not_depend_on_other_queries():
+    module = _module().eval()
+    x = torch.rand(5, 30) * 3
+    out = module.inference(x, None, torch.zeros(5, 1))
+    memory, pad = out[MODULE_KEYS.MEMORY_KEY], out[MODULE_KEYS.MEMORY_PAD_KEY]
+    batch = torch.zeros(5, 1)
+    alone = module.restore(memory, pad, torch.tensor([3, 7]), batch)
+    crowded = module.restore(memory, pad, torch.tensor([11, 3, 29, 7, 0]), batch)
+    torch.testing.assert_close(alone, crowded[:, [1, 3]], rtol=0, atol=1e-6)
+
+
+def test_loss_is_positive_and_backpropagates():
+    module = _module().train()
+    x = torch.rand(8, 30) * 3
+    inference = module.inference(x, None, torch.zeros(8, 1))
+    generative = module.generative(
+        **module._get_generative_input({}, inference)
+    )
+    loss = module.loss({}, inference, generative)
+    assert loss.loss > 0
+    assert set(loss.extra_metrics) == {"masked_mse", "bottleneck_mse"}
+    loss.loss.backward()
+    assert module.gene_emb.weight.grad.abs().sum() > 0
+
+
+def test_attention_weights_respect_padding():
+    attn = MultiHeadAttention(8, 2)
+    q, m = torch.rand(1, 2, 8), torch.rand(1, 4, 8)
+    pad = torch.tensor([[False, False, True, True]])
+    weights = attn.attention_weights(q, m, pad)
+    assert torch.all(weights[..., 2:] == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(1, 2, 2))
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ValueError, match=r"`d_model` \(10\) must be divisible by `n_heads` \(4\)"):
+        MultiHeadAttention(10, 4)
