@@ -24,9 +24,6 @@ class _ModuleKeys(NamedTuple):
     TARGET_IDX_KEY: str = "target_idx"
     TARGET_KEY: str = "target"
     TARGET_VALID_KEY: str = "target_valid"
-    SUMMARY_IDX_KEY: str = "summary_idx"
-    SUMMARY_TARGET_KEY: str = "summary_target"
-    SUMMARY_VALID_KEY: str = "summary_valid"
     PRED_KEY: str = "pred"
     PRED_BOTTLENECK_KEY: str = "pred_bottleneck"
 

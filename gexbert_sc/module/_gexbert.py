@@ -22,7 +22,11 @@ class GexBERTModule(BaseModuleClass):
     model needed thousands of steps to leave the "predict each gene's mean" plateau (measured
     on a rank-3 synthetic set: no progress in 1,500 steps), while with it the same model
     learned in 300. The decoder reads out a value as the dot product of its output with a
-    per-gene output vector (a bilinear readout, as in a linear autoencoder). A pre-LN encoder reads ``[CLS]`` + up to ``n_context`` observed genes; the
+    per-gene output vector (a bilinear readout, as in a linear autoencoder). ``[CLS]`` starts
+    from the mean of the visible tokens' value vectors, a linear projection of the profile.
+    Context genes are drawn non-zero first (sparse profiles are mostly zeros); restoration
+    targets are the hidden context genes plus random observed genes the encoder did not see,
+    zeros included. A pre-LN encoder reads ``[CLS]`` + up to ``n_context`` observed genes; the
     ``[CLS]`` output is the sample embedding. Query tokens (gene embedding + missing embedding)
     read the encoder output by cross-attention and regress the gene's log-scale value; queries
     never attend to each other. A second, *bottleneck* decoder pass reads ``[CLS]`` alone, so
@@ -109,7 +113,7 @@ class GexBERTModule(BaseModuleClass):
             nn.init.normal_(weight, std=0.02)
         nn.init.normal_(self.gene_out.weight, std=0.02)
         nn.init.zeros_(self.batch_emb.weight)
-        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.zeros_(self.cls_token)
 
     def _register_statistics(self, is_counts, gene_share, bin_edges, gene_mean) -> None:
         n_vars, n_edges = self.n_vars, self.n_levels - 2
@@ -142,19 +146,26 @@ class GexBERTModule(BaseModuleClass):
         return y, observed, factors
 
     def select_context(
-        self, observed: torch.Tensor, n_context: int, random: bool
+        self,
+        observed: torch.Tensor,
+        nonzero: torch.Tensor,
+        n_context: int,
+        random: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pick up to ``n_context`` observed genes per sample.
+        """Pick up to ``n_context`` observed genes per sample, non-zero genes first.
 
-        Returns ``(gene_idx, valid)``, both ``(B, L)``; ``valid`` is ``False`` on padding.
-        At inference (``random=False``) genes are taken by the fixed ``gene_priority`` and ``L``
-        is trimmed to the largest number of observed genes in the batch.
+        Sparse single-cell profiles are mostly zeros: a uniform draw of 128 of 4,000 genes
+        carries little information, so non-zero genes are taken first (in random order while
+        training, by the fixed ``gene_priority`` at inference) and zeros fill what remains.
+
+        Returns ``(gene_idx, valid)``, both ``(B, L)``; ``valid`` is ``False`` on padding. At
+        inference ``L`` is trimmed to the largest number of observed genes in the batch.
         """
         if random:
             priority = torch.rand(observed.shape, device=observed.device)
         else:
             priority = self.gene_priority.expand_as(observed)
-        priority = torch.where(observed, priority, -1.0)
+        priority = torch.where(observed, priority + nonzero.to(priority.dtype), -1.0)
         n_take = min(n_context, observed.shape[1])
         scores, gene_idx = priority.topk(n_take, dim=1, sorted=True)
         valid = scores >= 0
@@ -195,12 +206,14 @@ class GexBERTModule(BaseModuleClass):
         if hidden is not None:
             levels = torch.where(hidden, self.n_levels, levels)
             centred = torch.where(hidden, 0.0, centred)
-        tokens = (
-            self.gene_emb(gene_idx)
-            + self.level_emb(levels)
-            + centred.unsqueeze(-1) * self.value_emb(gene_idx)
-        )
-        cls = self.cls_token.expand(tokens.shape[0], 1, -1)
+        value_part = centred.unsqueeze(-1) * self.value_emb(gene_idx)
+        tokens = self.gene_emb(gene_idx) + self.level_emb(levels) + value_part
+        # [CLS] starts from a linear projection of the visible profile (the mean of the value
+        # vectors), so the sample summary is informative from the first step on.
+        visible = valid if hidden is None else valid & ~hidden
+        weight = visible.to(value_part.dtype).unsqueeze(-1)
+        pooled = (value_part * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        cls = (self.cls_token + pooled).unsqueeze(1)
         h = torch.cat([cls, tokens], dim=1)
         padding = torch.cat([valid.new_zeros(valid.shape[0], 1), ~valid], dim=1)
         for block in self.encoder:
@@ -256,6 +269,7 @@ class GexBERTModule(BaseModuleClass):
         """
         apply_mask = self.training if apply_mask is None else apply_mask
         y, observed, factors = self.prepare_values(x, missing)
+        nonzero = observed & (y != 0)
         out = {
             MODULE_KEYS.TARGET_IDX_KEY: None,
             MODULE_KEYS.BATCH_KEY: batch_index,
@@ -263,28 +277,47 @@ class GexBERTModule(BaseModuleClass):
             MODULE_KEYS.SIZE_FACTOR_KEY: factors,
         }
         if apply_mask:
-            gene_idx, valid = self.select_context(observed, self.n_context, random=True)
-            values = y.gather(1, gene_idx)
-            n_targets = max(1, round(self.mask_ratio * gene_idx.shape[1]))
-            scores = torch.where(valid, torch.rand(valid.shape, device=valid.device), -1.0)
-            target_pos = scores.topk(n_targets, dim=1).indices
-            hidden = torch.zeros_like(valid).scatter(1, target_pos, True) & valid
-            out[MODULE_KEYS.TARGET_IDX_KEY] = gene_idx.gather(1, target_pos)
-            out[MODULE_KEYS.TARGET_KEY] = values.gather(1, target_pos)
-            out[MODULE_KEYS.TARGET_VALID_KEY] = valid.gather(1, target_pos)
-            if self.bottleneck_weight > 0:
-                summary_idx, summary_valid = self.select_context(observed, self.n_context, True)
-                out[MODULE_KEYS.SUMMARY_IDX_KEY] = summary_idx
-                out[MODULE_KEYS.SUMMARY_TARGET_KEY] = y.gather(1, summary_idx)
-                out[MODULE_KEYS.SUMMARY_VALID_KEY] = summary_valid
+            gene_idx, valid = self.select_context(observed, nonzero, self.n_context, True)
+            hidden = self._hide(valid)
+            out.update(self._draw_targets(y, observed, gene_idx, valid, hidden))
         else:
-            gene_idx, valid = self.select_context(observed, self.n_inference_context, False)
-            values, hidden = y.gather(1, gene_idx), None
+            n_context = self.n_inference_context
+            gene_idx, valid = self.select_context(observed, nonzero, n_context, False)
+            hidden = None
+        values = y.gather(1, gene_idx)
         memory, padding = self.encode(gene_idx, values, valid, hidden)
         out[MODULE_KEYS.MEMORY_KEY] = memory
         out[MODULE_KEYS.MEMORY_PAD_KEY] = padding
         out[MODULE_KEYS.Z_KEY] = memory[:, 0]
         return out
+
+    def _hide(self, valid: torch.Tensor) -> torch.Tensor:
+        """Hide ``mask_ratio`` of each sample's context tokens (never padding)."""
+        n_hidden = max(1, round(self.mask_ratio * valid.shape[1]))
+        scores = torch.where(valid, torch.rand(valid.shape, device=valid.device), -1.0)
+        hidden_pos = scores.topk(n_hidden, dim=1).indices
+        return torch.zeros_like(valid).scatter(1, hidden_pos, True) & valid
+
+    def _draw_targets(
+        self,
+        y: torch.Tensor,
+        observed: torch.Tensor,
+        gene_idx: torch.Tensor,
+        valid: torch.Tensor,
+        hidden: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Restoration targets: every hidden context gene, then random observed genes the
+        encoder did not see (zeros included), ``n_context`` per sample."""
+        visible = torch.zeros_like(observed).scatter(1, gene_idx, valid & ~hidden)
+        was_hidden = torch.zeros_like(observed).scatter(1, gene_idx, hidden)
+        priority = torch.rand(observed.shape, device=observed.device) + was_hidden.float()
+        priority = torch.where(observed & ~visible, priority, -1.0)
+        scores, target_idx = priority.topk(min(gene_idx.shape[1], observed.shape[1]), dim=1)
+        return {
+            MODULE_KEYS.TARGET_IDX_KEY: target_idx,
+            MODULE_KEYS.TARGET_KEY: y.gather(1, target_idx),
+            MODULE_KEYS.TARGET_VALID_KEY: scores >= 0,
+        }
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
         keys = (
@@ -293,9 +326,7 @@ class GexBERTModule(BaseModuleClass):
             MODULE_KEYS.TARGET_IDX_KEY,
             MODULE_KEYS.BATCH_KEY,
         )
-        out = {key: inference_outputs[key] for key in keys}
-        out[MODULE_KEYS.SUMMARY_IDX_KEY] = inference_outputs.get(MODULE_KEYS.SUMMARY_IDX_KEY)
-        return out
+        return {key: inference_outputs[key] for key in keys}
 
     @auto_move_data
     def generative(
@@ -304,15 +335,14 @@ class GexBERTModule(BaseModuleClass):
         memory_pad: torch.Tensor,
         target_idx: torch.Tensor | None,
         batch_index: torch.Tensor,
-        summary_idx: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Restore hidden targets from the memory, and summary targets from ``[CLS]`` alone."""
+        """Restore the targets from the whole memory, and again from ``[CLS]`` alone."""
         if target_idx is None:
             return {}
         out = {MODULE_KEYS.PRED_KEY: self.restore(memory, memory_pad, target_idx, batch_index)}
-        if summary_idx is not None:
+        if self.bottleneck_weight > 0:
             out[MODULE_KEYS.PRED_BOTTLENECK_KEY] = self.restore(
-                memory[:, :1], None, summary_idx, batch_index
+                memory[:, :1], None, target_idx, batch_index
             )
         return out
 
@@ -329,8 +359,8 @@ class GexBERTModule(BaseModuleClass):
         if MODULE_KEYS.PRED_BOTTLENECK_KEY in generative_outputs:
             se_b, weight_b = _masked_squared_error(
                 generative_outputs[MODULE_KEYS.PRED_BOTTLENECK_KEY],
-                inference_outputs[MODULE_KEYS.SUMMARY_TARGET_KEY],
-                inference_outputs[MODULE_KEYS.SUMMARY_VALID_KEY],
+                inference_outputs[MODULE_KEYS.TARGET_KEY],
+                inference_outputs[MODULE_KEYS.TARGET_VALID_KEY],
             )
             bottleneck_mse = se_b.sum() / weight_b.sum().clamp_min(1.0)
             loss = loss + self.bottleneck_weight * bottleneck_mse

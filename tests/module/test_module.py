@@ -21,16 +21,43 @@ def test_levels_reserve_zero_and_missing():
     assert module.level_emb.num_embeddings == 9  # 8 levels + the missing embedding
 
 
-def test_training_context_uses_only_observed_genes_and_hides_a_fraction():
+def test_training_targets_are_observed_genes_the_encoder_did_not_see():
     module = _module(mask_ratio=0.25)
     x = torch.rand(4, 30) * 3
     x[:, :10] = float("nan")
     module.train()
     out = module.inference(x, None, torch.zeros(4, 1))
     targets = out[MODULE_KEYS.TARGET_IDX_KEY]
-    assert targets.shape == (4, 3)  # round(0.25 * 12)
-    assert (targets >= 10).all()
+    assert targets.shape == (4, 12)  # n_context targets per sample
+    assert (targets >= 10).all() and out[MODULE_KEYS.TARGET_VALID_KEY].all()
     torch.testing.assert_close(out[MODULE_KEYS.TARGET_KEY], x.gather(1, targets))
+
+
+def test_hidden_tokens_and_targets():
+    module = _module(mask_ratio=0.25)
+    valid = torch.ones(2, 12, dtype=torch.bool)
+    valid[1, 6:] = False
+    hidden = module._hide(valid)
+    assert hidden[0].sum() == 3 and not hidden[1, 6:].any()
+    y = torch.rand(2, 30)
+    observed = torch.ones(2, 30, dtype=torch.bool)
+    gene_idx = torch.arange(12).expand(2, 12)
+    targets = module._draw_targets(y, observed, gene_idx, valid, hidden)
+    idx = targets[MODULE_KEYS.TARGET_IDX_KEY]
+    for row in range(2):
+        visible = set(gene_idx[row][valid[row] & ~hidden[row]].tolist())
+        assert not visible & set(idx[row].tolist())
+        assert set(gene_idx[row][hidden[row]].tolist()) <= set(idx[row].tolist())
+
+
+def test_context_takes_nonzero_genes_first():
+    module = _module()
+    observed = torch.ones(2, 30, dtype=torch.bool)
+    nonzero = torch.zeros(2, 30, dtype=torch.bool)
+    nonzero[:, 20:25] = True
+    for random in (True, False):
+        idx, valid = module.select_context(observed, nonzero, 8, random)
+        assert set(idx[:, :5].flatten().tolist()) == set(range(20, 25)) and valid.all()
 
 
 def test_missing_mask_layer_hides_values():
@@ -47,8 +74,9 @@ def test_inference_context_is_fixed_and_trimmed():
     observed = torch.zeros(3, 30, dtype=torch.bool)
     observed[0, :20] = True
     observed[1, :4] = True
-    idx_a, valid_a = module.select_context(observed, 8, random=False)
-    idx_b, valid_b = module.select_context(observed[[1, 0, 2]], 8, random=False)
+    nonzero = torch.zeros_like(observed)
+    idx_a, valid_a = module.select_context(observed, nonzero, 8, random=False)
+    idx_b, valid_b = module.select_context(observed[[1, 0, 2]], nonzero, 8, random=False)
     assert idx_a.shape == (3, 8)
     assert valid_a.sum(1).tolist() == [8, 4, 0]
     assert torch.equal(idx_a[[1, 0, 2]], idx_b) and torch.equal(valid_a[[1, 0, 2]], valid_b)

@@ -1,0 +1,48 @@
+"""Real data: a small model pretrained on a subsample of Zeisel et al. (mouse cortex)."""
+
+import numpy as np
+import pytest
+import scanpy as sc
+
+from gexbert_sc import GexBERT, datasets
+from gexbert_sc.metrics import knn_label_accuracy
+
+
+@pytest.fixture(scope="module")
+def zeisel_split():
+    adata = datasets.zeisel()
+    rng = np.random.default_rng(0)
+    cells = rng.choice(adata.n_obs, 800, replace=False)
+    adata = adata[np.sort(cells)].copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    genes = np.argsort(-np.asarray(adata.X.toarray().var(0)))[:300]
+    adata = adata[:, np.sort(genes)].copy()
+    adata.X = adata.X.toarray()
+    train, test = adata[:600].copy(), adata[600:].copy()
+    GexBERT.setup_anndata(train)
+    model = GexBERT(train, d_model=32, n_layers=1, n_heads=2, n_context=64, seed=0)
+    model.train(max_epochs=12, batch_size=32, enable_progress_bar=False)
+    return model, train, test
+
+
+@pytest.mark.slow
+def test_restoration_beats_per_gene_mean_on_held_out_cells(zeisel_split):
+    model, train, test = zeisel_split
+    truth = test.X.copy()
+    hidden = np.random.default_rng(1).random(truth.shape) < 0.3
+    test.X[hidden] = np.nan
+    restored = model.get_imputed_expression(test, return_numpy=True)
+    rmse_model = np.sqrt(np.mean((restored[hidden] - truth[hidden]) ** 2))
+    gene_mean = np.broadcast_to(train.X.mean(0), truth.shape)
+    rmse_mean = np.sqrt(np.mean((gene_mean[hidden] - truth[hidden]) ** 2))
+    assert rmse_model < 0.95 * rmse_mean, (rmse_model, rmse_mean)
+
+
+@pytest.mark.slow
+def test_embedding_separates_cell_types(zeisel_split):
+    model, _, test = zeisel_split
+    labels = test.obs["cell_type"]
+    chance = labels.value_counts(normalize=True).max()
+    accuracy = knn_label_accuracy(model.get_latent_representation(test), labels)
+    assert accuracy > chance + 0.25, (accuracy, chance)

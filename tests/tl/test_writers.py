@@ -1,0 +1,85 @@
+import inspect
+
+import numpy as np
+import pytest
+import scanpy as sc
+from helpers import TINY_MODEL, make_counts_adata
+
+import gexbert_sc
+from gexbert_sc import GexBERT, tl
+
+
+def _fresh_copy(model):
+    return model.adata.copy()
+
+
+def test_embed_writes_obsm_and_provenance(trained_model):
+    adata = _fresh_copy(trained_model)
+    assert tl.embed(adata, trained_model) is None
+    np.testing.assert_array_equal(
+        adata.obsm["X_gexbert"], trained_model.get_latent_representation()
+    )
+    assert adata.uns["gexbert"]["outputs"]["X_gexbert"]["params"] == {"batch_size": None}
+    assert adata.uns["gexbert"]["model_init_params"]["d_model"] == TINY_MODEL["d_model"]
+    sc.pp.neighbors(adata, use_rep="X_gexbert", n_neighbors=5)
+    assert "connectivities" in adata.obsp
+
+
+def test_embed_copy_leaves_input_unchanged(trained_model):
+    adata = _fresh_copy(trained_model)
+    result = tl.embed(adata, trained_model, key_added="X_custom", copy=True)
+    assert "X_custom" in result.obsm and "X_custom" not in adata.obsm
+    assert "gexbert" not in adata.uns
+
+
+def test_impute_fills_exactly_the_missing_entries(trained_model):
+    adata = _fresh_copy(trained_model)
+    missing = np.isnan(adata.X)
+    assert missing.any()
+    tl.impute(adata, trained_model)
+    imputed = adata.layers["gexbert_imputed"]
+    assert np.isfinite(imputed).all()
+    np.testing.assert_array_equal(imputed[~missing], adata.X[~missing])
+    np.testing.assert_array_equal(adata.layers["gexbert_imputed_mask"].toarray(), missing)
+    assert adata.uns["gexbert"]["outputs"]["gexbert_imputed"]["params"]["n_imputed"] == missing.sum()
+
+
+def test_impute_all_entries(trained_model):
+    adata = _fresh_copy(trained_model)
+    tl.impute(adata, trained_model, keep_observed=False, key_added="restored")
+    observed = ~np.isnan(adata.X)
+    assert not np.allclose(adata.layers["restored"][observed], adata.X[observed])
+
+
+def test_overwriting_warns(trained_model):
+    adata = _fresh_copy(trained_model)
+    tl.embed(adata, trained_model)
+    with pytest.warns(UserWarning, match=r"Overwriting existing `obsm\['X_gexbert'\]`"):
+        tl.embed(adata, trained_model)
+
+
+@pytest.mark.parametrize("writer", [tl.embed, tl.impute])
+def test_refused_call_leaves_adata_unchanged(writer):
+    adata = make_counts_adata()
+    GexBERT.setup_anndata(adata)
+    untrained = GexBERT(adata, **TINY_MODEL)
+    before = adata.copy()
+    with pytest.raises(RuntimeError, match="not trained yet"):
+        writer(adata, untrained)
+    with pytest.raises(TypeError, match="`model` must be a gexbert_sc.GexBERT"):
+        writer(adata, "model")
+    assert set(adata.obsm) == set(before.obsm) and set(adata.layers) == set(before.layers)
+    assert set(adata.uns) == set(before.uns)
+
+
+@pytest.mark.parametrize("name", gexbert_sc.tl.__all__)
+def test_writer_signatures_follow_scanpy(name):
+    """adata first, ≤ 3 positional parameters, keyword-only `copy=False`, AnnData | None."""
+    signature = inspect.signature(getattr(gexbert_sc.tl, name))
+    params = list(signature.parameters.values())
+    assert params[0].name == "adata"
+    positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert len(positional) <= 3
+    assert signature.parameters["copy"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert signature.parameters["copy"].default is False
+    assert signature.return_annotation == "AnnData | None"
