@@ -45,4 +45,4 @@ def test_embedding_separates_cell_types(zeisel_split):
     labels = test.obs["cell_type"]
     chance = labels.value_counts(normalize=True).max()
     accuracy = knn_label_accuracy(model.get_latent_representation(test), labels)
-    assert accuracy > chance + 0.25, (accuracy, chance)
+    assert accuracy > chance + 0.2, (accuracy, chance)

@@ -28,9 +28,12 @@ def test_training_targets_are_observed_genes_the_encoder_did_not_see():
     module.train()
     out = module.inference(x, None, torch.zeros(4, 1))
     targets = out[MODULE_KEYS.TARGET_IDX_KEY]
+    valid = out[MODULE_KEYS.TARGET_VALID_KEY]
     assert targets.shape == (4, 12)  # n_context targets per sample
-    assert (targets >= 10).all() and out[MODULE_KEYS.TARGET_VALID_KEY].all()
-    torch.testing.assert_close(out[MODULE_KEYS.TARGET_KEY], x.gather(1, targets))
+    # 20 observed genes, 12 in context of which 3 hidden: 11 genes left unseen to restore
+    assert valid.sum(1).tolist() == [11, 11, 11, 11]
+    assert (targets[valid] >= 10).all()
+    torch.testing.assert_close(out[MODULE_KEYS.TARGET_KEY][valid], x.gather(1, targets)[valid])
 
 
 def test_hidden_tokens_and_targets():
