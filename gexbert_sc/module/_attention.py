@@ -61,20 +61,6 @@ class MultiHeadAttention(nn.Module):
         b, _, lq, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
 
-    def attention_weights(
-        self,
-        query: torch.Tensor,
-        memory: torch.Tensor,
-        key_padding: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Return the softmax attention weights ``(B, n_heads, Lq, Lk)`` (no dropout)."""
-        q = self._split_heads(self.q_proj(query))
-        k = self._split_heads(self.kv_proj(memory).chunk(2, dim=-1)[0])
-        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
-        if key_padding is not None:
-            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
-        return scores.softmax(dim=-1)
-
 
 class FeedForward(nn.Sequential):
     """Position-wise MLP ``d → 4d → d`` with GELU."""

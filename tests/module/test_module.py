@@ -110,15 +110,6 @@ def test_loss_is_positive_and_backpropagates():
     assert module.gene_emb.weight.grad.abs().sum() > 0
 
 
-def test_attention_weights_respect_padding():
-    attn = MultiHeadAttention(8, 2)
-    q, m = torch.rand(1, 2, 8), torch.rand(1, 4, 8)
-    pad = torch.tensor([[False, False, True, True]])
-    weights = attn.attention_weights(q, m, pad)
-    assert torch.all(weights[..., 2:] == 0)
-    torch.testing.assert_close(weights.sum(-1), torch.ones(1, 2, 2))
-
-
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match=r"`d_model` \(10\) must be divisible by `n_heads` \(4\)"):
         MultiHeadAttention(10, 4)
