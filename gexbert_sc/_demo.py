@@ -74,7 +74,7 @@ def run_demo(
     output_dir
         Folder receiving ``pbmc68k_gexbert.h5ad`` and ``umap_gexbert.png``.
     max_epochs
-        Training epochs (default 30, or 2 when ``GEXBERT_FAST=1``).
+        Training epochs (default 25, or 2 when ``GEXBERT_FAST=1``).
     enable_progress_bar
         Show Lightning's progress bar.
 
@@ -93,7 +93,7 @@ def run_demo(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if max_epochs is None:
-        max_epochs = 2 if fast_mode() else 30
+        max_epochs = 2 if fast_mode() else 25
     adata = datasets.pbmc68k()
     GexBERT.setup_anndata(adata)
     model = GexBERT(adata, d_model=64, n_context=128)
