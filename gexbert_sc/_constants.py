@@ -31,12 +31,6 @@ class _ModuleKeys(NamedTuple):
 class _OutputKeys(NamedTuple):
     EMBEDDING: str = "X_gexbert"
     IMPUTED: str = "gexbert_imputed"
-    IMPUTED_MASK: str = "gexbert_imputed_mask"
-    IMPUTED_STD: str = "gexbert_imputed_std"
-    GENE_EMBEDDING: str = "gexbert_gene_embedding"
-    PREDICTION: str = "gexbert_prediction"
-    PREDICTION_PROBA: str = "gexbert_prediction_proba"
-    RISK: str = "gexbert_risk"
     UNS: str = "gexbert"
 
 

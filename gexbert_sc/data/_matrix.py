@@ -9,11 +9,6 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def is_sparse(matrix: Any) -> bool:
-    """Whether ``matrix`` is a scipy sparse matrix/array or an AnnData backed sparse dataset."""
-    return sp.issparse(matrix) or hasattr(matrix, "format") and hasattr(matrix, "to_memory")
-
-
 def dense_rows(matrix: Any, rows: np.ndarray | slice) -> np.ndarray:
     """Return ``matrix[rows]`` as a dense float32 array (only these rows are densified)."""
     block = matrix[rows]

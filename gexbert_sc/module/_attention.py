@@ -74,8 +74,8 @@ class FeedForward(nn.Sequential):
         )
 
 
-class EncoderBlock(nn.Module):
-    """Pre-LN self-attention block: ``h + Attn(LN h)``, then ``h + FF(LN h)``."""
+class _PreLNBlock(nn.Module):
+    """Layers shared by the encoder and decoder blocks: LN → attention, LN → feed-forward."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
         super().__init__()
@@ -84,6 +84,10 @@ class EncoderBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, dropout)
 
+
+class EncoderBlock(_PreLNBlock):
+    """Pre-LN self-attention block: ``h + Attn(LN h)``, then ``h + FF(LN h)``."""
+
     def forward(self, h: torch.Tensor, key_padding: torch.Tensor | None = None) -> torch.Tensor:
         """Update tokens ``h`` ``(B, L, d)``; ``key_padding`` ``(B, L)`` marks padding."""
         x = self.norm_attn(h)
@@ -91,19 +95,12 @@ class EncoderBlock(nn.Module):
         return h + self.ff(self.norm_ff(h))
 
 
-class DecoderBlock(nn.Module):
+class DecoderBlock(_PreLNBlock):
     """Pre-LN cross-attention block: queries read the memory and never each other.
 
     Because there is no query-to-query attention, the output for one query does not depend on
     which other queries are in the same call.
     """
-
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm_query = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
-        self.norm_ff = nn.LayerNorm(d_model)
-        self.ff = FeedForward(d_model, dropout)
 
     def forward(
         self,
@@ -112,5 +109,5 @@ class DecoderBlock(nn.Module):
         key_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Update queries ``(B, Lq, d)`` from the normalised ``memory`` ``(B, Lk, d)``."""
-        query = query + self.attn(self.norm_query(query), memory, key_padding)
+        query = query + self.attn(self.norm_attn(query), memory, key_padding)
         return query + self.ff(self.norm_ff(query))

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS, REGISTRY_KEYS
-from gexbert_sc.data._matrix import iter_row_blocks
+from gexbert_sc.data._matrix import dense_rows, iter_row_blocks
 from gexbert_sc.tl._provenance import check_model, record, warn_if_overwriting
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def _missing_mask(adata: AnnData, model: GexBERT) -> sp.csr_matrix:
     for rows, block in iter_row_blocks(values):
         missing = np.isnan(block)
         if flags is not None:
-            missing |= next(iter_row_blocks(flags, rows, len(rows)))[1] > 0.5
+            missing |= dense_rows(flags, rows) > 0.5
         blocks.append(sp.csr_matrix(missing))
     return sp.vstack(blocks, format="csr")
 
