@@ -57,13 +57,26 @@ def run(name: str, max_epochs: int, hide: float = 0.3) -> list[dict]:
     train_time = time.perf_counter() - start
     labels = test.obs[label_key]
     z = model.get_latent_representation(test)
-    rows.append({"dataset": name, "task": "knn_accuracy", "method": "GexBERT X_gexbert",
-                 "value": knn_label_accuracy(z, labels), "seconds": train_time})
+    rows.append(
+        {
+            "dataset": name,
+            "task": "knn_accuracy",
+            "method": "GexBERT X_gexbert",
+            "value": knn_label_accuracy(z, labels),
+            "seconds": train_time,
+        }
+    )
     start = time.perf_counter()
     pca = PCA(n_components=50, random_state=0).fit(train.X)
-    rows.append({"dataset": name, "task": "knn_accuracy", "method": "PCA-50",
-                 "value": knn_label_accuracy(pca.transform(test.X), labels),
-                 "seconds": time.perf_counter() - start})
+    rows.append(
+        {
+            "dataset": name,
+            "task": "knn_accuracy",
+            "method": "PCA-50",
+            "value": knn_label_accuracy(pca.transform(test.X), labels),
+            "seconds": time.perf_counter() - start,
+        }
+    )
     truth = test.X.copy()
     hidden = np.random.default_rng(1).random(truth.shape) < hide
     masked = test.copy()
@@ -74,16 +87,36 @@ def run(name: str, max_epochs: int, hide: float = 0.3) -> list[dict]:
 
     start = time.perf_counter()
     restored = model.get_imputed_expression(masked, return_numpy=True)
-    rows.append({"dataset": name, "task": f"rmse_{int(hide * 100)}pct_hidden", "method": "GexBERT",
-                 "value": rmse(restored), "seconds": time.perf_counter() - start})
+    rows.append(
+        {
+            "dataset": name,
+            "task": f"rmse_{int(hide * 100)}pct_hidden",
+            "method": "GexBERT",
+            "value": rmse(restored),
+            "seconds": time.perf_counter() - start,
+        }
+    )
     mean_fill = np.where(hidden, train.X.mean(0), truth)
-    rows.append({"dataset": name, "task": f"rmse_{int(hide * 100)}pct_hidden",
-                 "method": "per-gene mean", "value": rmse(mean_fill), "seconds": 0.0})
+    rows.append(
+        {
+            "dataset": name,
+            "task": f"rmse_{int(hide * 100)}pct_hidden",
+            "method": "per-gene mean",
+            "value": rmse(mean_fill),
+            "seconds": 0.0,
+        }
+    )
     start = time.perf_counter()
     knn = KNNImputer(n_neighbors=10).fit(np.vstack([train.X, masked.X]))
-    rows.append({"dataset": name, "task": f"rmse_{int(hide * 100)}pct_hidden",
-                 "method": "KNNImputer (k=10)", "value": rmse(knn.transform(masked.X)),
-                 "seconds": time.perf_counter() - start})
+    rows.append(
+        {
+            "dataset": name,
+            "task": f"rmse_{int(hide * 100)}pct_hidden",
+            "method": "KNNImputer (k=10)",
+            "value": rmse(knn.transform(masked.X)),
+            "seconds": time.perf_counter() - start,
+        }
+    )
     return rows
 
 

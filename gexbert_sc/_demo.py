@@ -46,7 +46,7 @@ class DemoReport:
     umap_path: Path
 
     def format(self) -> str:
-        """A short human-readable report."""
+        """Return a short human-readable report."""
         return "\n".join(
             [
                 "GexBERT demo on pbmc68k_reduced (700 cells × 765 genes, log1p-normalised)",

@@ -23,14 +23,48 @@ def test_train_embed_impute_commands(tmp_path, capsys):
     adata.write_h5ad(tmp_path / "in.h5ad")
     model_dir = str(tmp_path / "model")
     tiny = ["--d-model", "16", "--n-layers", "1", "--n-context", "16", "--max-epochs", "1"]
-    assert main(["--no-progress", "train", str(tmp_path / "in.h5ad"), "--model-dir", model_dir, *tiny]) == 0
-    assert main(["embed", str(tmp_path / "in.h5ad"), "--model-dir", model_dir, "--output", str(tmp_path / "e.h5ad")]) == 0
+    assert (
+        main(["--no-progress", "train", str(tmp_path / "in.h5ad"), "--model-dir", model_dir, *tiny])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "embed",
+                str(tmp_path / "in.h5ad"),
+                "--model-dir",
+                model_dir,
+                "--output",
+                str(tmp_path / "e.h5ad"),
+            ]
+        )
+        == 0
+    )
     assert ad.read_h5ad(tmp_path / "e.h5ad").obsm["X_gexbert"].shape == (120, 16)
-    assert main(["impute", str(tmp_path / "in.h5ad"), "--model-dir", model_dir, "--output", str(tmp_path / "i.h5ad")]) == 0
+    assert (
+        main(
+            [
+                "impute",
+                str(tmp_path / "in.h5ad"),
+                "--model-dir",
+                model_dir,
+                "--output",
+                str(tmp_path / "i.h5ad"),
+            ]
+        )
+        == 0
+    )
     assert not np.isnan(ad.read_h5ad(tmp_path / "i.h5ad").layers["gexbert_imputed"]).any()
     reordered = adata[:, ::-1].copy()
     reordered.write_h5ad(tmp_path / "reordered.h5ad")
-    args = ["embed", str(tmp_path / "reordered.h5ad"), "--model-dir", model_dir, "--output", str(tmp_path / "r.h5ad")]
+    args = [
+        "embed",
+        str(tmp_path / "reordered.h5ad"),
+        "--model-dir",
+        model_dir,
+        "--output",
+        str(tmp_path / "r.h5ad"),
+    ]
     assert main(args) == 2
     assert "another order" in capsys.readouterr().err
     assert main([*args, "--align"]) == 0

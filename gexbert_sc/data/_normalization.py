@@ -1,12 +1,12 @@
-"""Size-factor normalisation that does not depend on which genes are missing.
+r"""Size-factor normalisation that does not depend on which genes are missing.
 
 A count profile is scaled by a size factor estimated from the *observed* genes only:
 
-.. math:: s_c = \\frac{\\sum_{g \\in O_c} x_{cg}}{\\sum_{g \\in O_c} p_g},
-          \\qquad y_{cg} = \\log\\left(1 + 10^4\\, x_{cg} / s_c\\right),
+.. math:: s_c = \frac{\sum_{g \in O_c} x_{cg}}{\sum_{g \in O_c} p_g},
+          \qquad y_{cg} = \log\left(1 + 10^4\, x_{cg} / s_c\right),
 
 where :math:`p_g` is gene :math:`g`'s expected share of the library, learned on the training
-data. With every gene observed, :math:`\\sum_g p_g = 1` and :math:`s_c` is the library size,
+data. With every gene observed, :math:`\sum_g p_g = 1` and :math:`s_c` is the library size,
 so :math:`y` equals ``sc.pp.normalize_total(target_sum=1e4)`` followed by ``sc.pp.log1p``.
 With a 64-gene panel, or half of the entries missing, the observed values of a cell keep the
 same normalised level instead of being inflated by a smaller library.

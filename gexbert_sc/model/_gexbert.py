@@ -140,7 +140,10 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
     ):
         super().__init__(adata, registry)
         _check_positive(
-            d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_context=n_context,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            n_context=n_context,
             n_inference_context=n_inference_context,
         )
         if n_levels < 3:

@@ -306,8 +306,11 @@ class GexBERTModule(BaseModuleClass):
         valid: torch.Tensor,
         hidden: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """Restoration targets: every hidden context gene, then random observed genes the
-        encoder did not see (zeros included), ``n_context`` per sample."""
+        """Draw ``n_context`` restoration targets per sample.
+
+        Every hidden context gene comes first, then random observed genes the encoder did not
+        see (zeros included).
+        """
         visible = torch.zeros_like(observed).scatter(1, gene_idx, valid & ~hidden)
         was_hidden = torch.zeros_like(observed).scatter(1, gene_idx, hidden)
         priority = torch.rand(observed.shape, device=observed.device) + was_hidden.float()

@@ -53,6 +53,6 @@ def resolve_precision(precision: Precision, on_gpu: bool) -> str:
 
 
 def autocast_context(precision: str, device: torch.device) -> torch.autocast:
-    """A :func:`torch.autocast` context matching a resolved Lightning ``precision``."""
+    """Return a :func:`torch.autocast` context matching a resolved Lightning ``precision``."""
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -35,7 +35,9 @@ def test_normalised_values_do_not_depend_on_hidden_genes():
 
 def test_input_scale_round_trip():
     counts = torch.tensor([[0.0, 5.0, 10.0]])
-    y, factors = to_model_scale(counts, torch.ones_like(counts, dtype=torch.bool), torch.ones(3) / 3, True)
+    y, factors = to_model_scale(
+        counts, torch.ones_like(counts, dtype=torch.bool), torch.ones(3) / 3, True
+    )
     np.testing.assert_allclose(to_input_scale(y, factors, True).numpy(), counts.numpy(), rtol=1e-5)
     logs = torch.tensor([[0.5, 1.5]])
     assert torch.equal(to_input_scale(logs, torch.ones(1), False), logs)

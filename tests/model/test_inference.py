@@ -20,8 +20,12 @@ def test_outputs_do_not_depend_on_batch_size_chunking_or_order(trained_model):
     order = np.random.default_rng(0).permutation(120)
     z_perm = trained_model.get_latent_representation(indices=order, batch_size=16)
     np.testing.assert_allclose(z_perm, z_large[order], rtol=0, atol=1e-5)
-    imp_a = trained_model.get_imputed_expression(batch_size=9, query_chunk_size=7, return_numpy=True)
-    imp_b = trained_model.get_imputed_expression(batch_size=64, query_chunk_size=1000, return_numpy=True)
+    imp_a = trained_model.get_imputed_expression(
+        batch_size=9, query_chunk_size=7, return_numpy=True
+    )
+    imp_b = trained_model.get_imputed_expression(
+        batch_size=64, query_chunk_size=1000, return_numpy=True
+    )
     np.testing.assert_allclose(imp_a, imp_b, rtol=1e-5, atol=1e-5)
     z_again = trained_model.get_latent_representation(batch_size=120)
     np.testing.assert_array_equal(z_again, z_large)

@@ -1,11 +1,10 @@
 import anndata as ad
 import numpy as np
 import pytest
+from helpers import TINY_MODEL, make_counts_adata
 
 import gexbert_sc
 from gexbert_sc import GexBERT
-
-from helpers import TINY_MODEL, make_counts_adata
 
 
 def test_setup_registers_fields_and_view_setup_prints(counts_adata, capsys):
@@ -28,21 +27,35 @@ def test_log_input_is_detected(log_adata):
     ("mutate", "kwargs", "error", "match"),
     [
         pytest.param(lambda a: a[:0].copy(), {}, ValueError, r"empty \(0 samples", id="empty"),
-        pytest.param(lambda a: a, {"layer": "nope"}, KeyError, "`layer='nope'` is not in", id="layer"),
         pytest.param(
-            lambda a: a, {"batch_key": "donor"}, KeyError, "`batch_key='donor'` is not a column",
+            lambda a: a, {"layer": "nope"}, KeyError, "`layer='nope'` is not in", id="layer"
+        ),
+        pytest.param(
+            lambda a: a,
+            {"batch_key": "donor"},
+            KeyError,
+            "`batch_key='donor'` is not a column",
             id="batch_key",
         ),
         pytest.param(
-            lambda a: a, {"labels_key": "kind"}, KeyError, "`labels_key='kind'` is not a column",
+            lambda a: a,
+            {"labels_key": "kind"},
+            KeyError,
+            "`labels_key='kind'` is not a column",
             id="labels_key",
         ),
         pytest.param(
-            lambda a: a, {"input_scale": "tpm"}, ValueError, "`input_scale` must be one of",
+            lambda a: a,
+            {"input_scale": "tpm"},
+            ValueError,
+            "`input_scale` must be one of",
             id="input_scale",
         ),
         pytest.param(
-            lambda a: a, {"missing_layer": "nope"}, KeyError, "`missing_layer='nope'` is not in",
+            lambda a: a,
+            {"missing_layer": "nope"},
+            KeyError,
+            "`missing_layer='nope'` is not in",
             id="missing_layer",
         ),
     ],

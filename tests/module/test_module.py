@@ -100,9 +100,7 @@ def test_loss_is_positive_and_backpropagates():
     module = _module().train()
     x = torch.rand(8, 30) * 3
     inference = module.inference(x, None, torch.zeros(8, 1))
-    generative = module.generative(
-        **module._get_generative_input({}, inference)
-    )
+    generative = module.generative(**module._get_generative_input({}, inference))
     loss = module.loss({}, inference, generative)
     assert loss.loss > 0
     assert set(loss.extra_metrics) == {"masked_mse", "bottleneck_mse"}

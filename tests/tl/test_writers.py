@@ -41,7 +41,9 @@ def test_impute_fills_exactly_the_missing_entries(trained_model):
     assert np.isfinite(imputed).all()
     np.testing.assert_array_equal(imputed[~missing], adata.X[~missing])
     np.testing.assert_array_equal(adata.layers["gexbert_imputed_mask"].toarray(), missing)
-    assert adata.uns["gexbert"]["outputs"]["gexbert_imputed"]["params"]["n_imputed"] == missing.sum()
+    assert (
+        adata.uns["gexbert"]["outputs"]["gexbert_imputed"]["params"]["n_imputed"] == missing.sum()
+    )
 
 
 def test_impute_all_entries(trained_model):
