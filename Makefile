@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(PY) -m gexbert_sc demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check gexbert_sc tests benchmarks
+	$(VENV)/bin/ruff format --check gexbert_sc tests benchmarks
 	$(PY) -m pytest
 
 docs: $(STAMP)
