@@ -159,7 +159,8 @@ class GexBERTModule(BaseModuleClass):
         training, by the fixed ``gene_priority`` at inference) and zeros fill what remains.
 
         Returns ``(gene_idx, valid)``, both ``(B, L)``; ``valid`` is ``False`` on padding. At
-        inference ``L`` is trimmed to the largest number of observed genes in the batch.
+        inference zeros fill only up to the training context size ``self.n_context`` and ``L``
+        is trimmed to the longest context in the batch.
         """
         if random:
             priority = torch.rand(observed.shape, device=observed.device)
@@ -170,6 +171,12 @@ class GexBERTModule(BaseModuleClass):
         scores, gene_idx = priority.topk(n_take, dim=1, sorted=True)
         valid = scores >= 0
         if not random:
+            # zeros fill the context only up to the training size, as they did in training:
+            # a cell is read through all its non-zero genes (up to `n_context` here) but
+            # never through hundreds of zero tokens it was not trained on
+            n_nonzero = nonzero.sum(dim=1, keepdim=True)
+            position = torch.arange(n_take, device=valid.device)
+            valid &= position < torch.clamp(n_nonzero, min=self.n_context)
             n_keep = max(int(valid.sum(dim=1).max()), 1)
             gene_idx, valid = gene_idx[:, :n_keep], valid[:, :n_keep]
         return gene_idx, valid
