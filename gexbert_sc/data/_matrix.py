@@ -9,6 +9,22 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def registered_values(manager: Any) -> tuple[Any, Any | None]:
+    """Return the registered expression matrix and the registered missing mask (or ``None``).
+
+    Parameters
+    ----------
+    manager
+        The :class:`scvi.data.AnnDataManager` of a set-up AnnData.
+    """
+    from gexbert_sc._constants import REGISTRY_KEYS
+
+    values = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+    if REGISTRY_KEYS.MISSING_KEY not in manager.data_registry:
+        return values, None
+    return values, manager.get_from_registry(REGISTRY_KEYS.MISSING_KEY)
+
+
 def dense_rows(matrix: Any, rows: np.ndarray | slice) -> np.ndarray:
     """Return ``matrix[rows]`` as a dense float32 array (only these rows are densified)."""
     block = matrix[rows]

@@ -20,6 +20,7 @@ from scvi.utils import setup_anndata_dsp
 from gexbert_sc._constants import MODULE_KEYS, REGISTRY_KEYS
 from gexbert_sc.data import check_var_names, fit_expression_statistics, resolve_input_scale
 from gexbert_sc.data._input_scale import InputScale, check_input_scale
+from gexbert_sc.data._matrix import registered_values
 from gexbert_sc.data._normalization import to_input_scale
 from gexbert_sc.data._validation import (
     check_expression_matrix,
@@ -187,12 +188,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
 
     def _fit_statistics(self, n_levels: int) -> tuple[bool, dict[str, torch.Tensor]]:
         manager = self.adata_manager
-        matrix = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        missing = (
-            manager.get_from_registry(REGISTRY_KEYS.MISSING_KEY)
-            if REGISTRY_KEYS.MISSING_KEY in manager.data_registry
-            else None
-        )
+        matrix, missing = registered_values(manager)
         input_scale = manager.registry["setup_args"]["input_scale"]
         is_counts = resolve_input_scale(matrix, input_scale) == "counts"
         stats = fit_expression_statistics(

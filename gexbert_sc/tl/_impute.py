@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gexbert_sc._constants import OUTPUT_KEYS, REGISTRY_KEYS
-from gexbert_sc.data._matrix import dense_rows, iter_row_blocks
+from gexbert_sc._constants import OUTPUT_KEYS
+from gexbert_sc.data._matrix import dense_rows, iter_row_blocks, registered_values
 from gexbert_sc.tl._provenance import check_model, record, warn_if_overwriting
 
 if TYPE_CHECKING:
@@ -22,13 +22,7 @@ logger = logging.getLogger(__name__)
 
 def _missing_mask(adata: AnnData, model: GexBERT) -> sp.csr_matrix:
     """Sparse boolean mask of the entries the model treats as missing (NaN or mask layer)."""
-    manager = model.get_anndata_manager(adata, required=True)
-    values = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-    flags = (
-        manager.get_from_registry(REGISTRY_KEYS.MISSING_KEY)
-        if REGISTRY_KEYS.MISSING_KEY in manager.data_registry
-        else None
-    )
+    values, flags = registered_values(model.get_anndata_manager(adata, required=True))
     blocks = []
     for rows, block in iter_row_blocks(values):
         missing = np.isnan(block)
