@@ -151,6 +151,7 @@ class GexBERTModule(BaseModuleClass):
         nonzero: torch.Tensor,
         n_context: int,
         random: bool,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick up to ``n_context`` observed genes per sample, non-zero genes first.
 
@@ -160,10 +161,11 @@ class GexBERTModule(BaseModuleClass):
 
         Returns ``(gene_idx, valid)``, both ``(B, L)``; ``valid`` is ``False`` on padding. At
         inference zeros fill only up to the training context size ``self.n_context`` and ``L``
-        is trimmed to the longest context in the batch.
+        is trimmed to the longest context in the batch. ``generator`` draws the random order
+        (the global RNG when ``None``).
         """
         if random:
-            priority = torch.rand(observed.shape, device=observed.device)
+            priority = torch.rand(observed.shape, device=observed.device, generator=generator)
         else:
             priority = self.gene_priority.expand_as(observed)
         priority = torch.where(observed, priority + nonzero.to(priority.dtype), -1.0)
@@ -268,11 +270,15 @@ class GexBERTModule(BaseModuleClass):
         missing: torch.Tensor | None = None,
         batch_index: torch.Tensor | None = None,
         apply_mask: bool | None = None,
+        generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Tokenise, hide a random part of a random context (training), and encode.
 
         ``apply_mask`` defaults to ``self.training``; validation passes ``True`` so that the
-        validation loss is a real restoration loss.
+        validation loss is a real restoration loss. Without masking, a ``generator`` replaces
+        the fixed inference context by a random one drawn from it as in training (up to
+        ``n_context`` observed genes, ``mask_ratio`` of them hidden); restorations from several
+        such contexts show how much a value depends on which genes are read.
         """
         apply_mask = self.training if apply_mask is None else apply_mask
         y, observed, factors = self.prepare_values(x, missing)
@@ -287,6 +293,11 @@ class GexBERTModule(BaseModuleClass):
             gene_idx, valid = self.select_context(observed, nonzero, self.n_context, True)
             hidden = self._hide(valid)
             out.update(self._draw_targets(y, observed, gene_idx, valid, hidden))
+        elif generator is not None:
+            gene_idx, valid = self.select_context(
+                observed, nonzero, self.n_context, True, generator
+            )
+            hidden = self._hide(valid, generator)
         else:
             n_context = self.n_inference_context
             gene_idx, valid = self.select_context(observed, nonzero, n_context, False)
@@ -298,10 +309,11 @@ class GexBERTModule(BaseModuleClass):
         out[MODULE_KEYS.Z_KEY] = memory[:, 0]
         return out
 
-    def _hide(self, valid: torch.Tensor) -> torch.Tensor:
+    def _hide(self, valid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Hide ``mask_ratio`` of each sample's context tokens (never padding)."""
         n_hidden = max(1, round(self.mask_ratio * valid.shape[1]))
-        scores = torch.where(valid, torch.rand(valid.shape, device=valid.device), -1.0)
+        draws = torch.rand(valid.shape, device=valid.device, generator=generator)
+        scores = torch.where(valid, draws, -1.0)
         hidden_pos = scores.topk(n_hidden, dim=1).indices
         return torch.zeros_like(valid).scatter(1, hidden_pos, True) & valid
 
