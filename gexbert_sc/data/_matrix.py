@@ -1,8 +1,7 @@
-"""Read rows of an AnnData matrix (dense, sparse or backed) a block at a time."""
+"""Access the registered expression matrix of an AnnData and sample its stored values."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,35 +22,6 @@ def registered_values(manager: Any) -> tuple[Any, Any | None]:
     if REGISTRY_KEYS.MISSING_KEY not in manager.data_registry:
         return values, None
     return values, manager.get_from_registry(REGISTRY_KEYS.MISSING_KEY)
-
-
-def dense_rows(matrix: Any, rows: np.ndarray | slice) -> np.ndarray:
-    """Return ``matrix[rows]`` as a dense float32 array (only these rows are densified)."""
-    block = matrix[rows]
-    if sp.issparse(block):
-        block = block.toarray()
-    return np.asarray(block, dtype=np.float32)
-
-
-def iter_row_blocks(
-    matrix: Any, rows: np.ndarray | None = None, block_size: int = 1024
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(row_indices, dense_block)`` over ``rows`` (all rows by default), in order.
-
-    Parameters
-    ----------
-    matrix
-        Dense array, scipy sparse matrix, h5py dataset or AnnData backed sparse dataset.
-    rows
-        Sorted row indices to read; ``None`` reads every row.
-    block_size
-        Rows densified at once; memory is ``block_size × n_vars`` floats.
-    """
-    n_rows = matrix.shape[0]
-    rows = np.arange(n_rows) if rows is None else np.asarray(rows)
-    for start in range(0, len(rows), block_size):
-        idx = rows[start : start + block_size]
-        yield idx, dense_rows(matrix, idx)
 
 
 def sample_values(matrix: Any, max_rows: int = 500, seed: int = 0) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import scvi
 import torch
 from scvi.data import AnnDataManager
@@ -462,37 +463,114 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         ``(n_samples, n_genes)`` float32 values on the input scale (counts in → expected
         counts out, scaled to each sample's library; log values in → log values out).
         """
-        if query_chunk_size < 1:
-            msg = f"`query_chunk_size` must be a positive integer, got {query_chunk_size}."
-            raise ValueError(msg)
-        gene_idx = torch.as_tensor(self._gene_indices(genes), device=self.device)
-        is_counts = bool(self.module.input_is_counts)
-        rows = []
-        for tensors, out in self._encoded_batches(adata, indices, batch_size):
-            restored = torch.cat(
-                [
-                    self.module.restore(
-                        out[MODULE_KEYS.MEMORY_KEY],
-                        out[MODULE_KEYS.MEMORY_PAD_KEY],
-                        chunk,
-                        out[MODULE_KEYS.BATCH_KEY],
-                    ).float()
-                    for chunk in gene_idx.split(query_chunk_size)
-                ],
-                dim=1,
-            )
-            values = to_input_scale(restored, out[MODULE_KEYS.SIZE_FACTOR_KEY], is_counts)
-            if keep_observed:
-                x = tensors[REGISTRY_KEYS.X_KEY].to(values.device)[:, gene_idx]
-                observed = out[MODULE_KEYS.OBSERVED_KEY][:, gene_idx]
-                values = torch.where(observed, x, values)
-            rows.append(values.cpu())
-        result = torch.cat(rows).numpy()
+        result, _, _ = self._impute(
+            adata,
+            indices,
+            genes,
+            keep_observed=keep_observed,
+            batch_size=batch_size,
+            query_chunk_size=query_chunk_size,
+        )
         if return_numpy:
             return result
         adata = self._validate_anndata(adata)
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
-        return pd.DataFrame(result, index=obs_names, columns=self.var_names[gene_idx.cpu()])
+        return pd.DataFrame(
+            result, index=obs_names, columns=self.var_names[self._gene_indices(genes)]
+        )
+
+    @torch.inference_mode()
+    def _impute(
+        self,
+        adata: AnnData | None,
+        indices: Sequence[int] | None,
+        genes: Sequence[str] | None,
+        *,
+        keep_observed: bool,
+        batch_size: int | None,
+        query_chunk_size: int,
+        n_samples: int | None = None,
+        seed: int = 0,
+    ) -> tuple[npt.NDArray[np.float32], sp.csr_matrix, npt.NDArray[np.float32] | None]:
+        """Return imputed values, the missing mask and the spread of restorations.
+
+        The outputs are filled one minibatch at a time (no temporary of the full size). The
+        spread (``None`` unless ``n_samples``) is the standard deviation, on the model's log
+        scale, of the restorations from ``n_samples`` random contexts drawn with ``seed``; it
+        is 0 on observed entries kept unchanged.
+        """
+        if query_chunk_size < 1:
+            msg = f"`query_chunk_size` must be a positive integer, got {query_chunk_size}."
+            raise ValueError(msg)
+        gene_idx = torch.as_tensor(self._gene_indices(genes), device=self.device)
+        n_rows = (
+            len(indices) if indices is not None else (self.adata if adata is None else adata).n_obs
+        )
+        values = np.empty((n_rows, len(gene_idx)), dtype=np.float32)
+        spread = np.empty_like(values) if n_samples else None
+        generator = torch.Generator(self.device).manual_seed(seed)
+        missing, start = [], 0
+        for tensors, out in self._encoded_batches(adata, indices, batch_size):
+            restored = self._restore(out, gene_idx, query_chunk_size)
+            block = to_input_scale(
+                restored, out[MODULE_KEYS.SIZE_FACTOR_KEY], bool(self.module.input_is_counts)
+            )
+            observed = out[MODULE_KEYS.OBSERVED_KEY][:, gene_idx]
+            if keep_observed:
+                x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
+                block = torch.where(observed, x, block)
+            stop = start + block.shape[0]
+            values[start:stop] = block.cpu().numpy()
+            missing.append(sp.csr_matrix(~observed.cpu().numpy()))
+            if spread is not None:
+                std = self._spread(
+                    tensors, restored, gene_idx, query_chunk_size, n_samples, generator
+                )
+                if keep_observed:
+                    std = torch.where(observed, 0.0, std)
+                spread[start:stop] = std.cpu().numpy()
+            start = stop
+        return values, sp.vstack(missing, format="csr"), spread
+
+    def _restore(
+        self, out: dict[str, torch.Tensor], gene_idx: torch.Tensor, query_chunk_size: int
+    ) -> torch.Tensor:
+        """Log-scale restoration ``(B, G)`` of genes ``gene_idx``, a chunk of genes at a time."""
+        chunks = [
+            self.module.restore(
+                out[MODULE_KEYS.MEMORY_KEY],
+                out[MODULE_KEYS.MEMORY_PAD_KEY],
+                chunk,
+                out[MODULE_KEYS.BATCH_KEY],
+            ).float()
+            for chunk in gene_idx.split(query_chunk_size)
+        ]
+        return torch.cat(chunks, dim=1)
+
+    def _spread(
+        self,
+        tensors: dict[str, torch.Tensor],
+        center: torch.Tensor,
+        gene_idx: torch.Tensor,
+        query_chunk_size: int,
+        n_samples: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Return the standard deviation of a minibatch's restorations over random contexts.
+
+        Sums are taken of differences to ``center`` (the deterministic restoration), which
+        keeps the one-pass variance accurate.
+        """
+        inputs = self.module._get_inference_input(tensors)
+        total = torch.zeros_like(center, dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        for _ in range(n_samples):
+            out = self.module.inference(**inputs, apply_mask=False, generator=generator)
+            diff = (self._restore(out, gene_idx, query_chunk_size) - center).double()
+            total += diff
+            total_sq += diff.square()
+        variance = (total_sq - total.square() / n_samples) / (n_samples - 1)
+        return variance.clamp_min(0.0).sqrt().float()
 
     def get_gene_embeddings(self) -> pd.DataFrame:
         """Return the learned gene identity embeddings (genes × ``d_model``)."""

@@ -6,10 +6,8 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS
-from gexbert_sc.data._matrix import dense_rows, iter_row_blocks, registered_values
 from gexbert_sc.tl._provenance import check_model, record, warn_if_overwriting
 
 if TYPE_CHECKING:
@@ -20,18 +18,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _missing_mask(adata: AnnData, model: GexBERT) -> sp.csr_matrix:
-    """Sparse boolean mask of the entries the model treats as missing (NaN or mask layer)."""
-    values, flags = registered_values(model.get_anndata_manager(adata, required=True))
-    blocks = []
-    for rows, block in iter_row_blocks(values):
-        missing = np.isnan(block)
-        if flags is not None:
-            missing |= dense_rows(flags, rows) > 0.5
-        blocks.append(sp.csr_matrix(missing))
-    return sp.vstack(blocks, format="csr")
-
-
 def impute(
     adata: AnnData,
     model: GexBERT,
@@ -40,9 +26,17 @@ def impute(
     keep_observed: bool = True,
     batch_size: int | None = None,
     query_chunk_size: int = 1024,
+    n_samples: int | None = None,
+    seed: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
     """Fill missing entries (or restore all entries) with a trained model.
+
+    Values are restored from each sample's observed genes by the deterministic inference path
+    (the result does not depend on ``batch_size`` or ``query_chunk_size``). The data are read
+    and the outputs written one minibatch at a time, with genes restored
+    ``query_chunk_size`` at a time, so memory beyond the written layers is bounded by the
+    minibatch.
 
     Parameters
     ----------
@@ -60,6 +54,15 @@ def impute(
         Samples per minibatch.
     query_chunk_size
         Genes restored at once (bounds memory, does not change the result).
+    n_samples
+        If given (at least 2), also restore every sample from ``n_samples`` random contexts,
+        drawn as in training (random observed genes, some of them hidden), and write the
+        standard deviation of these restorations to ``f"{key_added}_std"``. It measures how
+        much a value depends on which observed genes the model reads: it is **not** a
+        calibrated posterior or prediction interval, and it ignores the noise of the
+        measurement itself. Costs ``n_samples`` extra passes of the model.
+    seed
+        Seed of the random contexts (with ``n_samples``).
     copy
         Return a modified copy instead of writing in place.
 
@@ -71,6 +74,10 @@ def impute(
         Values on the input scale (counts in → expected counts out; log in → log out).
     `adata.layers[key_added + '_mask']` : :class:`scipy.sparse.csr_matrix` (dtype `bool`)
         ``True`` where the value was imputed (was missing in the input).
+    `adata.layers[key_added + '_std']` : :class:`numpy.ndarray` (dtype `float32`)
+        Only with ``n_samples``: the spread of the restorations on the model's log scale
+        (log1p of size-factor normalised values for counts, the input values for log input);
+        0 where an observed value was kept.
     `adata.uns['gexbert']['outputs'][key_added]` : :class:`dict`
         Parameters of this call and the number of imputed entries.
 
@@ -87,29 +94,34 @@ def impute(
     False
     """
     check_model(model)
-    values = model.get_imputed_expression(
+    if n_samples is not None and (not isinstance(n_samples, int | np.integer) or n_samples < 2):
+        msg = f"`n_samples` must be an integer of at least 2, or None, got {n_samples!r}."
+        raise ValueError(msg)
+    values, imputed, spread = model._impute(
         adata,
+        None,
+        None,
         keep_observed=keep_observed,
         batch_size=batch_size,
         query_chunk_size=query_chunk_size,
-        return_numpy=True,
+        n_samples=n_samples,
+        seed=seed,
     )
-    imputed = _missing_mask(adata if adata is not None else model.adata, model)
     adata = adata.copy() if copy else adata
-    warn_if_overwriting(adata.layers, key_added, "layers")
-    adata.layers[key_added] = values
-    adata.layers[f"{key_added}_mask"] = imputed
+    outputs = {key_added: values, f"{key_added}_mask": imputed}
+    if spread is not None:
+        outputs[f"{key_added}_std"] = spread
+    for key, layer in outputs.items():
+        warn_if_overwriting(adata.layers, key, "layers")
+        adata.layers[key] = layer
     params = {
         "keep_observed": keep_observed,
         "batch_size": batch_size,
         "query_chunk_size": query_chunk_size,
+        "n_samples": n_samples,
+        "seed": seed,
         "n_imputed": int(imputed.nnz),
     }
     record(adata, model, key_added, params)
-    logger.info(
-        "Added `layers[%r]` (%d entries imputed) and `layers[%r]`.",
-        key_added,
-        imputed.nnz,
-        f"{key_added}_mask",
-    )
+    logger.info("Added %s (%d entries imputed).", [f"layers[{k!r}]" for k in outputs], imputed.nnz)
     return adata if copy else None
