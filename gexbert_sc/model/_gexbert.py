@@ -29,6 +29,7 @@ from gexbert_sc.data._validation import (
     check_obs_key,
     registered_matrix,
 )
+from gexbert_sc.model._memory import batch_size_for_budget
 from gexbert_sc.module import GexBERTModule
 from gexbert_sc.train import GexBERTTrainingPlan, Precision, autocast_context, resolve_precision
 
@@ -330,7 +331,8 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
             Stop when ``validation_loss`` stops improving (``early_stopping_patience`` etc.
             can be given in ``trainer_kwargs``).
         check_val_every_n_epoch
-            Validation frequency; the validation loss is computed with masking on.
+            Validation frequency; the validation loss is computed with masking on. Ignored
+            when ``train_size=1.0`` (no validation samples).
         train_size, validation_size
             Split of the samples (:class:`scvi.dataloaders.DataSplitter`).
         accelerator, devices
@@ -359,7 +361,8 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
                 accelerator=accelerator,
                 devices=devices,
                 plan_kwargs={"lr": lr, **(plan_kwargs or {})},
-                check_val_every_n_epoch=check_val_every_n_epoch,
+                # without validation samples Lightning refuses a validation frequency
+                check_val_every_n_epoch=None if train_size == 1.0 else check_val_every_n_epoch,
                 precision=self.precision_,
                 **trainer_kwargs,
             )
@@ -389,6 +392,8 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        *,
+        memory_budget: int | str | None = None,
     ) -> npt.NDArray[np.float32]:
         """Return the ``[CLS]`` sample embedding.
 
@@ -401,16 +406,47 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Samples per minibatch (default ``scvi.settings.batch_size``); the result does not
             depend on it.
+        memory_budget
+            Instead of ``batch_size``: bytes (or a string such as ``"2GB"``, ``"1.5GiB"``) that
+            the activations of one minibatch may use; the largest batch size that fits is
+            taken (see :doc:`/performance`).
 
         Returns
         -------
         ``(n_samples, d_model)`` float32 array.
         """
+        batch_size = self._budget_batch_size(batch_size, memory_budget)
         chunks = [
             out[MODULE_KEYS.Z_KEY].float().cpu()
             for _, out in self._encoded_batches(adata, indices, batch_size)
         ]
         return torch.cat(chunks).numpy()
+
+    def _budget_batch_size(
+        self,
+        batch_size: int | None,
+        memory_budget: int | str | None,
+        n_query: int = 0,
+        query_chunk_size: int = 1024,
+    ) -> int | None:
+        """``batch_size``, or the largest batch size whose activations fit ``memory_budget``."""
+        if memory_budget is None:
+            return batch_size
+        if batch_size is not None:
+            msg = "Pass either `batch_size` or `memory_budget`, not both."
+            raise ValueError(msg)
+        params = self.init_params_["non_kwargs"]
+        batch_size = batch_size_for_budget(
+            memory_budget,
+            n_vars=self.summary_stats.n_vars,
+            d_model=params["d_model"],
+            n_heads=params["n_heads"],
+            n_context=self.module.n_inference_context,
+            n_query=n_query,
+            query_chunk_size=query_chunk_size,
+        )
+        logger.info("Batch size %d fits `memory_budget=%r`.", batch_size, memory_budget)
+        return batch_size
 
     def _gene_indices(self, genes: Sequence[str] | None) -> np.ndarray:
         if genes is None:

@@ -22,6 +22,7 @@ def embed(
     *,
     key_added: str = OUTPUT_KEYS.EMBEDDING,
     batch_size: int | None = None,
+    memory_budget: int | str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed samples with a trained model.
@@ -37,6 +38,9 @@ def embed(
         ``sc.pp.neighbors(adata, use_rep="X_gexbert")`` and ``basis="gexbert"`` work.
     batch_size
         Samples per minibatch (does not change the result).
+    memory_budget
+        Instead of ``batch_size``: bytes (or ``"2GB"``, ``"1.5GiB"``) that one minibatch's
+        activations may use (see :meth:`~gexbert_sc.GexBERT.get_latent_representation`).
     copy
         Return a modified copy instead of writing in place.
 
@@ -60,10 +64,12 @@ def embed(
     >>> sc.pp.neighbors(adata, use_rep="X_gexbert")
     """
     check_model(model)
-    embedding = model.get_latent_representation(adata, batch_size=batch_size)
+    embedding = model.get_latent_representation(
+        adata, batch_size=batch_size, memory_budget=memory_budget
+    )
     adata = adata.copy() if copy else adata
     warn_if_overwriting(adata.obsm, key_added, "obsm")
     adata.obsm[key_added] = embedding
-    record(adata, model, key_added, {"batch_size": batch_size})
+    record(adata, model, key_added, {"batch_size": batch_size, "memory_budget": memory_budget})
     logger.info("Added `obsm[%r]`, the GexBERT sample embedding.", key_added)
     return adata if copy else None
