@@ -33,4 +33,6 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
+	# MAGIC: scprep pins pandas<2.1, which anndata 0.12 refuses; it runs with the newer pandas
+	$(PY) -m pip install --quiet --no-deps magic-impute==3.0.0 scprep==1.2.3
 	$(PY) benchmarks/imputation.py
