@@ -471,6 +471,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         keep_observed: bool = True,
         batch_size: int | None = None,
         query_chunk_size: int = 1024,
+        memory_budget: int | str | None = None,
         return_numpy: bool = False,
     ) -> pd.DataFrame | npt.NDArray[np.float32]:
         """Restore expression values from each sample's observed genes.
@@ -491,6 +492,9 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         query_chunk_size
             Genes restored at once; bounds memory at ``batch_size × query_chunk_size`` values
             without changing the result.
+        memory_budget
+            Instead of ``batch_size``: bytes (or ``"2GB"``, ``"1.5GiB"``) that one minibatch's
+            activations may use (see :doc:`/performance`).
         return_numpy
             Return an array instead of a DataFrame.
 
@@ -506,6 +510,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
             keep_observed=keep_observed,
             batch_size=batch_size,
             query_chunk_size=query_chunk_size,
+            memory_budget=memory_budget,
         )
         if return_numpy:
             return result
@@ -525,6 +530,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         keep_observed: bool,
         batch_size: int | None,
         query_chunk_size: int,
+        memory_budget: int | str | None = None,
         n_samples: int | None = None,
         seed: int = 0,
     ) -> tuple[npt.NDArray[np.float32], sp.csr_matrix, npt.NDArray[np.float32] | None]:
@@ -539,6 +545,9 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
             msg = f"`query_chunk_size` must be a positive integer, got {query_chunk_size}."
             raise ValueError(msg)
         gene_idx = torch.as_tensor(self._gene_indices(genes), device=self.device)
+        batch_size = self._budget_batch_size(
+            batch_size, memory_budget, len(gene_idx), query_chunk_size
+        )
         n_rows = (
             len(indices) if indices is not None else (self.adata if adata is None else adata).n_obs
         )

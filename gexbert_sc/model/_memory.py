@@ -8,7 +8,7 @@ chunk of genes at a time. Their activation memory per sample is estimated, in va
 .. math::
 
     m = 8 G + 14 T d + 2 h T^2
-        + \mathbb{1}[Q > 0] \left( q\,(12 d + 2 h T) + 2 T d + 4 Q \right),
+        + \mathbb{1}[Q > 0] \left( q\,(12 d + 2 h T) + 2 T d + 10 Q \right),
 
 with :math:`G` genes in the vocabulary (the dense input row and its temporaries),
 :math:`T = 1 + \min(L, G)` encoder tokens for an inference context :math:`L`, width
@@ -18,7 +18,8 @@ encoder block (residual, normalised input, query/key/value, attention output, tw
 feed-forward tensors); ``2 h T^2`` the attention scores and weights of the unfused (math)
 attention path, so the estimate is an upper bound whichever attention kernel runs; the query
 terms are the same for the decoder's chunk, plus the keys/values of the memory and the restored
-values. The batch size is the largest whose ``batch_size × m × 4`` bytes fit the budget.
+values (with the running sums of :func:`gexbert_sc.tl.impute`'s ``n_samples`` spread). The
+batch size is the largest whose ``batch_size × m × 4`` bytes fit the budget.
 
 The budget bounds the activations of one minibatch only: the model's parameters, the AnnData
 and the returned array come on top.
@@ -114,7 +115,7 @@ def activation_bytes_per_sample(
     if n_query > 0:
         chunk = min(query_chunk_size, n_query)
         values += chunk * (12 * d_model + 2 * n_heads * tokens)
-        values += 2 * tokens * d_model + 4 * n_query
+        values += 2 * tokens * d_model + 10 * n_query
     return BYTES_PER_VALUE * values
 
 

@@ -26,6 +26,7 @@ def impute(
     keep_observed: bool = True,
     batch_size: int | None = None,
     query_chunk_size: int = 1024,
+    memory_budget: int | str | None = None,
     n_samples: int | None = None,
     seed: int = 0,
     copy: bool = False,
@@ -54,6 +55,9 @@ def impute(
         Samples per minibatch.
     query_chunk_size
         Genes restored at once (bounds memory, does not change the result).
+    memory_budget
+        Instead of ``batch_size``: bytes (or ``"2GB"``, ``"1.5GiB"``) that one minibatch's
+        activations may use (see :meth:`~gexbert_sc.GexBERT.get_imputed_expression`).
     n_samples
         If given (at least 2), also restore every sample from ``n_samples`` random contexts,
         drawn as in training (random observed genes, some of them hidden), and write the
@@ -104,6 +108,7 @@ def impute(
         keep_observed=keep_observed,
         batch_size=batch_size,
         query_chunk_size=query_chunk_size,
+        memory_budget=memory_budget,
         n_samples=n_samples,
         seed=seed,
     )
@@ -118,6 +123,7 @@ def impute(
         "keep_observed": keep_observed,
         "batch_size": batch_size,
         "query_chunk_size": query_chunk_size,
+        "memory_budget": memory_budget,
         "n_samples": n_samples,
         "seed": seed,
         "n_imputed": int(imputed.nnz),
