@@ -351,6 +351,8 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
         logger.info("Training for %d epochs (precision %s).", max_epochs, self.precision_)
+        # the getters leave the module in eval mode, and Lightning does not switch it back
+        self.module.train()
         with _scvi_seed(self.seed_):
             super().train(
                 max_epochs=max_epochs,

@@ -103,3 +103,13 @@ def test_missing_layer_equals_nan_input():
         model.train(**TINY_TRAIN)
         results.append(model.get_latent_representation())
     np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+
+
+def test_training_again_after_a_getter():
+    adata = make_counts_adata()
+    GexBERT.setup_anndata(adata)
+    model = GexBERT(adata, **TINY_MODEL)
+    model.train(**TINY_TRAIN)
+    model.get_latent_representation()
+    model.train(**TINY_TRAIN)
+    assert model.history["train_loss"].iloc[-1, 0] > 0
