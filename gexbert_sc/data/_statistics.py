@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.sparse.linalg import eigsh
 
 from gexbert_sc.data._normalization import log_normalise, size_factors_from_sums
 
@@ -29,11 +30,16 @@ class ExpressionStatistics:
         ``(G, n_levels - 2)`` per-gene quantile edges of the non-zero log-scale values.
     gene_mean
         ``(G,)`` mean log-scale value over observed entries (zeros included).
+    principal_axes
+        ``(G, n_axes)`` leading principal axes of the centred log-scale profiles (missing
+        entries at their gene's mean), scaled by ``sqrt(G)`` and by one over the root mean
+        variance of the kept components, so that projections have unit average variance.
     """
 
     gene_share: np.ndarray
     bin_edges: np.ndarray
     gene_mean: np.ndarray
+    principal_axes: np.ndarray
 
 
 def _subsample(matrix: Any, max_cells: int, seed: int) -> Any:
@@ -82,6 +88,54 @@ def _fit_library_model(values: Any, missing: Any | None) -> tuple[np.ndarray, to
     return share, factors.float()
 
 
+def _log_blocks(values: Any, missing: Any | None, factors: torch.Tensor, is_counts: bool):
+    """Yield ``(cols, y)``: log-scale values over gene chunks, NaN where not observed."""
+    for cols, block, observed in _column_blocks(values, missing):
+        y = np.where(observed, block, 0.0)
+        if is_counts:
+            y = log_normalise(torch.from_numpy(y), factors).numpy()
+        y[~observed] = np.nan
+        yield cols, y
+
+
+def _principal_axes(
+    values: Any,
+    missing: Any | None,
+    factors: torch.Tensor,
+    is_counts: bool,
+    gene_mean: np.ndarray,
+    n_axes: int,
+    seed: int,
+) -> np.ndarray:
+    """Leading principal axes of the centred log profiles, from the cells' Gram matrix.
+
+    The ``(n, n)`` Gram matrix is accumulated over gene chunks (memory ``n²``, never
+    ``n × G``), its leading eigenvectors ``U`` with eigenvalues ``s²`` give the axes
+    ``V = Yᵀ U / s`` in a second pass. Axes beyond the rank of the data are random.
+    """
+    n_cells, n_genes = values.shape
+    gram = np.zeros((n_cells, n_cells))
+    for cols, y in _log_blocks(values, missing, factors, is_counts):
+        centred = np.nan_to_num(y - gene_mean[cols])
+        gram += centred @ centred.T
+    n_kept = max(min(n_axes, n_cells - 2, n_genes), 0)
+    rng = np.random.default_rng(seed)
+    axes = rng.standard_normal((n_genes, n_axes)) / np.sqrt(n_genes)
+    if n_kept == 0:
+        return axes * np.sqrt(n_genes)
+    v0 = rng.standard_normal(n_cells)
+    eigenvalues, eigenvectors = eigsh(gram, k=n_kept, which="LA", v0=v0)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues = np.clip(eigenvalues[order], 1e-12, None)
+    eigenvectors = eigenvectors[:, order] / np.sqrt(eigenvalues)
+    for cols, y in _log_blocks(values, missing, factors, is_counts):
+        axes[cols, :n_kept] = np.nan_to_num(y - gene_mean[cols]).T @ eigenvectors
+    # a fixed sign per axis: its largest loading is positive
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(n_axes)])
+    variance = eigenvalues.mean() / max(n_cells - 1, 1)
+    return axes * signs * np.sqrt(n_genes / variance)
+
+
 def _quantile_edges(values: np.ndarray, n_edges: int) -> np.ndarray:
     """Per-column quantiles of the non-NaN entries of ``values`` ``(n, G)`` → ``(G, n_edges)``."""
     ordered = np.sort(values, axis=0)  # NaN sorts last
@@ -98,13 +152,15 @@ def fit_expression_statistics(
     is_counts: bool,
     n_levels: int,
     var_names: np.ndarray,
+    n_axes: int,
     max_cells: int = 5_000,
     seed: int = 0,
 ) -> ExpressionStatistics:
-    """Fit library shares, quantile bin edges and gene means on (a subsample of) the data.
+    """Fit library shares, bin edges, gene means and principal axes on (a subsample of) the data.
 
     At most ``max_cells`` random rows are read; sparse input stays sparse and is densified
-    ``512`` genes at a time, so memory is bounded by ``max_cells × 512`` floats.
+    ``512`` genes at a time, so memory is bounded by ``max_cells × max(512, max_cells)``
+    floats.
 
     Parameters
     ----------
@@ -118,6 +174,8 @@ def fit_expression_statistics(
         Number of expression levels including the reserved zero level.
     var_names
         Gene names, used in error messages.
+    n_axes
+        Number of principal axes (the model width).
     max_cells
         Rows used for fitting.
     seed
@@ -142,12 +200,8 @@ def fit_expression_statistics(
     gene_mean = np.zeros(n_genes)
     bin_edges = np.zeros((n_genes, n_levels - 2))
     never = []
-    for cols, block, observed in _column_blocks(values, missing):
-        y = np.where(observed, block, 0.0)
-        if is_counts:
-            y = log_normalise(torch.from_numpy(y), factors).numpy()
-        y[~observed] = np.nan
-        n_observed = observed.sum(axis=0)
+    for cols, y in _log_blocks(values, missing, factors, is_counts):
+        n_observed = (~np.isnan(y)).sum(axis=0)
         never.extend(np.flatnonzero(n_observed == 0) + cols.start)
         gene_mean[cols] = np.nansum(y, axis=0) / np.maximum(n_observed, 1)
         y[y == 0] = np.nan
@@ -160,9 +214,11 @@ def fit_expression_statistics(
             "`adata = adata[:, np.isfinite(adata.X).any(axis=0)].copy()`."
         )
         raise ValueError(msg)
+    axes = _principal_axes(values, missing, factors, is_counts, gene_mean, n_axes, seed)
     logger.debug("Fitted expression statistics on %d rows × %d genes.", n_cells, n_genes)
     return ExpressionStatistics(
         gene_share=gene_share.astype(np.float32),
         bin_edges=bin_edges.astype(np.float32),
         gene_mean=gene_mean.astype(np.float32),
+        principal_axes=axes.astype(np.float32),
     )

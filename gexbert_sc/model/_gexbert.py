@@ -161,7 +161,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         statistics = {}
         is_counts = False
         if adata is not None and not _LOADING.get():
-            is_counts, statistics = self._fit_statistics(n_levels)
+            is_counts, statistics = self._fit_statistics(n_levels, d_model)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed_)
             self.module = self._module_cls(
@@ -188,18 +188,25 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         )
         self.init_params_ = self._get_init_params(locals())
 
-    def _fit_statistics(self, n_levels: int) -> tuple[bool, dict[str, torch.Tensor]]:
+    def _fit_statistics(self, n_levels: int, d_model: int) -> tuple[bool, dict[str, torch.Tensor]]:
         manager = self.adata_manager
         matrix, missing = registered_values(manager)
         input_scale = manager.registry["setup_args"]["input_scale"]
         is_counts = resolve_input_scale(matrix, input_scale) == "counts"
         stats = fit_expression_statistics(
-            matrix, missing, is_counts, n_levels, np.asarray(self.adata.var_names), seed=0
+            matrix,
+            missing,
+            is_counts,
+            n_levels,
+            np.asarray(self.adata.var_names),
+            n_axes=d_model,
+            seed=0,
         )
         return is_counts, {
             "gene_share": torch.from_numpy(stats.gene_share),
             "bin_edges": torch.from_numpy(stats.bin_edges),
             "gene_mean": torch.from_numpy(stats.gene_mean),
+            "principal_axes": torch.from_numpy(stats.principal_axes),
         }
 
     # ------------------------------------------------------------------ setup

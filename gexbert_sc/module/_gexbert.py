@@ -23,7 +23,8 @@ class GexBERTModule(BaseModuleClass):
     on a rank-3 synthetic set: no progress in 1,500 steps), while with it the same model
     learned in 300. The decoder reads out a value as the dot product of its output with a
     per-gene output vector (a bilinear readout, as in a linear autoencoder). ``[CLS]`` starts
-    from the mean of the visible tokens' value vectors, a linear projection of the profile.
+    from a linear projection of the whole observed profile (``profile_proj``, initialised with
+    the data's principal axes), which made it a good sample summary within a few hundred steps.
     Context genes are drawn non-zero first (sparse profiles are mostly zeros); restoration
     targets are the hidden context genes plus random observed genes the encoder did not see,
     zeros included. A pre-LN encoder reads ``[CLS]`` + up to ``n_context`` observed genes; the
@@ -61,9 +62,10 @@ class GexBERTModule(BaseModuleClass):
         Dropout rate in attention and feed-forward layers.
     is_counts
         Whether input values are counts (size-factor normalised and log1p'd inside).
-    gene_share, bin_edges, gene_mean
+    gene_share, bin_edges, gene_mean, principal_axes
         Fitted :class:`~gexbert_sc.data.ExpressionStatistics` arrays; placeholders when
-        ``None`` (a loaded model overwrites them from its state dict).
+        ``None`` (a loaded model overwrites them from its state dict). ``principal_axes``
+        initialises the trainable profile projection.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class GexBERTModule(BaseModuleClass):
         gene_share: torch.Tensor | None = None,
         bin_edges: torch.Tensor | None = None,
         gene_mean: torch.Tensor | None = None,
+        principal_axes: torch.Tensor | None = None,
     ):
         super().__init__()
         self.n_vars = n_vars
@@ -98,6 +101,9 @@ class GexBERTModule(BaseModuleClass):
         self.value_emb = nn.Embedding(n_vars, d_model)
         self.gene_out = nn.Embedding(n_vars, d_model)
         self.level_emb = nn.Embedding(n_levels + 1, d_model)
+        self.profile_proj = nn.Parameter(
+            torch.randn(n_vars, d_model) if principal_axes is None else principal_axes.clone()
+        )
         self.batch_emb = nn.Embedding(max(n_batch, 1), d_model)
         self.cls_token = nn.Parameter(torch.zeros(d_model))
         self.encoder = nn.ModuleList(
@@ -183,6 +189,16 @@ class GexBERTModule(BaseModuleClass):
             gene_idx, valid = gene_idx[:, :n_keep], valid[:, :n_keep]
         return gene_idx, valid
 
+    def profile_summary(self, y: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
+        """Linear projection of the centred log profile over the ``include``d genes.
+
+        Rescaled by ``n_vars / n_included``, so that a partly observed profile projects to the
+        same scale as a complete one (missing genes count as their mean).
+        """
+        centred = torch.where(include, y - self.gene_mean, 0.0)
+        scale = self.n_vars**0.5 / include.sum(dim=1, keepdim=True).clamp_min(1)
+        return (centred @ self.profile_proj) * scale
+
     def expression_levels(self, values: torch.Tensor, gene_idx: torch.Tensor) -> torch.Tensor:
         """Bin log-scale ``values`` of genes ``gene_idx`` (same shape) into level ids."""
         edges = self.bin_edges[gene_idx]
@@ -194,6 +210,7 @@ class GexBERTModule(BaseModuleClass):
         gene_idx: torch.Tensor,
         values: torch.Tensor,
         valid: torch.Tensor,
+        summary: torch.Tensor,
         hidden: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the encoder over ``[CLS]`` + context tokens.
@@ -217,12 +234,7 @@ class GexBERTModule(BaseModuleClass):
             centred = torch.where(hidden, 0.0, centred)
         value_part = centred.unsqueeze(-1) * self.value_emb(gene_idx)
         tokens = self.gene_emb(gene_idx) + self.level_emb(levels) + value_part
-        # [CLS] starts from a linear projection of the visible profile (the mean of the value
-        # vectors), so the sample summary is informative from the first step on.
-        visible = valid if hidden is None else valid & ~hidden
-        weight = visible.to(value_part.dtype).unsqueeze(-1)
-        pooled = (value_part * weight).sum(1) / weight.sum(1).clamp_min(1.0)
-        cls = (self.cls_token + pooled).unsqueeze(1)
+        cls = (self.cls_token + summary).unsqueeze(1)
         h = torch.cat([cls, tokens], dim=1)
         padding = torch.cat([valid.new_zeros(valid.shape[0], 1), ~valid], dim=1)
         for block in self.encoder:
@@ -289,10 +301,17 @@ class GexBERTModule(BaseModuleClass):
             MODULE_KEYS.OBSERVED_KEY: observed,
             MODULE_KEYS.SIZE_FACTOR_KEY: factors,
         }
+        include = observed
         if apply_mask:
             gene_idx, valid = self.select_context(observed, nonzero, self.n_context, True)
             hidden = self._hide(valid)
-            out.update(self._draw_targets(y, observed, gene_idx, valid, hidden))
+            targets = self._draw_targets(y, observed, gene_idx, valid, hidden)
+            out.update(targets)
+            # the summary must not see what is to be restored
+            include = observed.scatter(1, gene_idx, observed.gather(1, gene_idx) & ~hidden)
+            target_idx = targets[MODULE_KEYS.TARGET_IDX_KEY]
+            target_valid = targets[MODULE_KEYS.TARGET_VALID_KEY]
+            include = include.scatter(1, target_idx, include.gather(1, target_idx) & ~target_valid)
         elif generator is not None:
             gene_idx, valid = self.select_context(
                 observed, nonzero, self.n_context, True, generator
@@ -303,7 +322,8 @@ class GexBERTModule(BaseModuleClass):
             gene_idx, valid = self.select_context(observed, nonzero, n_context, False)
             hidden = None
         values = y.gather(1, gene_idx)
-        memory, padding = self.encode(gene_idx, values, valid, hidden)
+        summary = self.profile_summary(y, include)
+        memory, padding = self.encode(gene_idx, values, valid, summary, hidden)
         out[MODULE_KEYS.MEMORY_KEY] = memory
         out[MODULE_KEYS.MEMORY_PAD_KEY] = padding
         out[MODULE_KEYS.Z_KEY] = memory[:, 0]

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from gexbert_sc.data._input_scale import resolve_input_scale
@@ -65,7 +66,7 @@ def test_bin_edges_are_per_gene_quantiles_of_nonzero_values():
     rng = np.random.default_rng(0)
     values = np.c_[rng.uniform(0, 1, 1000), rng.uniform(10, 20, 1000)].astype(np.float32)
     values[:500, 0] = 0.0
-    stats = fit_expression_statistics(values, None, False, 6, np.array(["a", "b"]))
+    stats = fit_expression_statistics(values, None, False, 6, np.array(["a", "b"]), n_axes=2)
     assert stats.bin_edges.shape == (2, 4)
     assert np.all(np.diff(stats.bin_edges, axis=1) > 0)
     # gene a: quartiles of its non-zero values (uniform on (0, 1)), zeros excluded
@@ -78,4 +79,29 @@ def test_never_observed_gene_is_refused():
     values = np.ones((5, 3), dtype=np.float32)
     values[:, 1] = np.nan
     with pytest.raises(ValueError, match="1 of 3 genes have no observed value.*g1"):
-        fit_expression_statistics(values, None, False, 8, np.array(["g0", "g1", "g2"]))
+        fit_expression_statistics(values, None, False, 8, np.array(["g0", "g1", "g2"]), n_axes=2)
+
+
+def test_principal_axes_match_pca_of_the_log_profiles():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(300, 3)) * [3.0, 2.0, 1.0]
+    values = np.abs(scores @ rng.normal(size=(3, 40)) + rng.normal(scale=0.1, size=(300, 40)))
+    names = np.array([f"g{i}" for i in range(40)])
+    sparse = sp.csr_matrix(values)
+    stats = fit_expression_statistics(sparse, None, False, 6, names, n_axes=5, max_cells=300)
+    centred = values - values.mean(0)
+    reference = np.linalg.svd(centred, full_matrices=False)[2][:5].T
+    axes = stats.principal_axes / np.linalg.norm(stats.principal_axes, axis=0)
+    np.testing.assert_allclose(np.abs(np.sum(axes * reference, axis=0)), 1.0, atol=1e-4)
+    # rescaled so that projections (× 1/sqrt(G), as in the module) have unit mean variance
+    projected = centred @ stats.principal_axes / np.sqrt(40)
+    assert projected.var(axis=0, ddof=1).mean() == pytest.approx(1.0, rel=1e-3)
+    again = fit_expression_statistics(values, None, False, 6, names, n_axes=5, max_cells=300)
+    np.testing.assert_allclose(again.principal_axes, stats.principal_axes, rtol=1e-4, atol=1e-5)
+
+
+def test_principal_axes_beyond_the_rank_are_filled():
+    values = np.abs(np.random.default_rng(1).normal(size=(6, 10)))
+    stats = fit_expression_statistics(values, None, False, 6, np.arange(10), n_axes=8)
+    assert stats.principal_axes.shape == (10, 8)
+    assert np.isfinite(stats.principal_axes).all()
