@@ -7,19 +7,19 @@ chunk of genes at a time. Their activation memory per sample is estimated, in va
 
 .. math::
 
-    m = 8 G + 14 T d + 2 h T^2
+    m = 12 G + 14 T d + 2 h T^2
         + \mathbb{1}[Q > 0] \left( q\,(12 d + 2 h T) + 2 T d + 10 Q \right),
 
-with :math:`G` genes in the vocabulary (the dense input row and its temporaries),
-:math:`T = 1 + \min(L, G)` encoder tokens for an inference context :math:`L`, width
-:math:`d`, :math:`h` heads, :math:`Q` genes to restore and :math:`q = \min(Q, c)` queries
-decoded at once for a query chunk size :math:`c`. ``14 T d`` covers the live tensors of one
-encoder block (residual, normalised input, query/key/value, attention output, two ``4d``
+with :math:`G` genes in the vocabulary (the dense input row and its temporaries: about 10 values
+per gene measured), :math:`T = 1 + \min(L, G)` encoder tokens for an inference context
+:math:`L`, width :math:`d`, :math:`h` heads, :math:`Q` genes to restore and :math:`q=\min(Q,c)`
+queries decoded at once for a query chunk size :math:`c`. ``14 T d`` covers the live tensors of
+one encoder block (residual, normalised input, query/key/value, attention output, two ``4d``
 feed-forward tensors); ``2 h T^2`` the attention scores and weights of the unfused (math)
 attention path, so the estimate is an upper bound whichever attention kernel runs; the query
 terms are the same for the decoder's chunk, plus the keys/values of the memory and the restored
-values (with the running sums of :func:`gexbert_sc.tl.impute`'s ``n_samples`` spread). The
-batch size is the largest whose ``batch_size × m × 4`` bytes fit the budget.
+values (with the running sums of :func:`gexbert_sc.tl.impute`'s ``n_samples`` spread). The batch
+size is the largest whose ``batch_size × m × 4`` bytes fit the budget.
 
 The budget bounds the activations of one minibatch only: the model's parameters, the AnnData
 and the returned array come on top.
@@ -111,7 +111,7 @@ def activation_bytes_per_sample(
         Genes decoded at once.
     """
     tokens = 1 + min(n_context, n_vars)
-    values = 8 * n_vars + 14 * tokens * d_model + 2 * n_heads * tokens**2
+    values = 12 * n_vars + 14 * tokens * d_model + 2 * n_heads * tokens**2
     if n_query > 0:
         chunk = min(query_chunk_size, n_query)
         values += chunk * (12 * d_model + 2 * n_heads * tokens)
