@@ -64,3 +64,24 @@ def check_missing_layer(adata: AnnData, missing_layer: str | None) -> None:
             f"{matrix.dtype}; build it with e.g. `np.isnan(X)`."
         )
         raise TypeError(msg)
+
+
+def expression_data(data: Any, setup_args: dict) -> AnnData:
+    """The AnnData holding the registered expression: ``data`` itself, or its RNA modality.
+
+    Parameters
+    ----------
+    data
+        The AnnData or MuData a model was set up with (or one laid out the same way).
+    setup_args
+        The registry's ``setup_args``; for MuData, ``setup_args["modalities"]["rna_layer"]``
+        names the expression modality.
+    """
+    modalities = setup_args.get("modalities")
+    if modalities is None or not hasattr(data, "mod"):
+        return data
+    name = modalities["rna_layer"]
+    if name not in data.mod:
+        msg = f"The MuData has no modality {name!r} (the model's expression modality); it has {list(data.mod)}."
+        raise KeyError(msg)
+    return data.mod[name]

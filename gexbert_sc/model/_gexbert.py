@@ -14,7 +14,12 @@ import scipy.sparse as sp
 import scvi
 import torch
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.data.fields import (
+    CategoricalObsField,
+    LayerField,
+    MuDataCategoricalObsField,
+    MuDataLayerField,
+)
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.utils import setup_anndata_dsp
 
@@ -27,6 +32,7 @@ from gexbert_sc.data._validation import (
     check_expression_matrix,
     check_missing_layer,
     check_obs_key,
+    expression_data,
     registered_matrix,
 )
 from gexbert_sc.model._memory import batch_size_for_budget
@@ -36,6 +42,7 @@ from gexbert_sc.train import GexBERTTrainingPlan, Precision, autocast_context, r
 if TYPE_CHECKING:
     import numpy.typing as npt
     from anndata import AnnData
+    from mudata import MuData
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +205,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
             missing,
             is_counts,
             n_levels,
-            np.asarray(self.adata.var_names),
+            np.asarray(self.var_names),
             n_axes=d_model,
             seed=0,
         )
@@ -241,13 +248,9 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        check_expression_matrix(adata, layer)
+        _check_expression_setup(adata, layer, missing_layer, input_scale)
         check_obs_key(adata, batch_key, "batch_key")
         check_obs_key(adata, labels_key, "labels_key")
-        check_missing_layer(adata, missing_layer)
-        check_input_scale(input_scale)
-        if input_scale == "counts":
-            resolve_input_scale(registered_matrix(adata, layer), input_scale)
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
@@ -255,8 +258,109 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         ]
         if missing_layer is not None:
             fields.append(LayerField(REGISTRY_KEYS.MISSING_KEY, missing_layer, is_count_data=False))
+        cls._register(adata, fields, setup_method_args, kwargs)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        rna_layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        missing_layer: str | None = None,
+        input_scale: InputScale = "auto",
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Set up a :class:`~mudata.MuData` whose expression is one modality.
+
+        Every sample of ``mdata`` must be a sample of the expression modality. Embeddings are
+        written to the global ``mdata.obsm``, imputed values to the modality's ``layers``.
+
+        Parameters
+        ----------
+        mdata
+            MuData object.
+        rna_layer
+            Layer of the expression modality holding the values; ``None`` uses its ``X``.
+            Same conventions as ``layer`` in :meth:`setup_anndata` (NaN = missing).
+        batch_key
+            ``obs`` column of the batch (of ``mdata.obs`` unless ``modalities`` names a
+            modality for ``"batch_key"``).
+        labels_key
+            ``obs`` column of the labels (same lookup as ``batch_key``).
+        missing_layer
+            Optional boolean layer of the expression modality, ``True`` where missing.
+        input_scale
+            ``"counts"``, ``"log"`` or ``"auto"``, as in :meth:`setup_anndata`.
+        modalities
+            Maps argument names to modalities; ``"rna_layer"`` is required, e.g.
+            ``{"rna_layer": "rna"}``.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
+
+        Examples
+        --------
+        >>> import gexbert_sc, mudata
+        >>> mdata = mudata.MuData({"rna": gexbert_sc.datasets.pbmc68k()})
+        >>> gexbert_sc.GexBERT.setup_mudata(mdata, modalities={"rna_layer": "rna"})
+        >>> model = gexbert_sc.GexBERT(mdata, d_model=32)
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        if not modalities or "rna_layer" not in modalities:
+            msg = (
+                "`modalities` must name the expression modality, e.g. "
+                f"`modalities={{'rna_layer': 'rna'}}`; got {modalities!r}."
+            )
+            raise ValueError(msg)
+        modalities = cls._create_modalities_attr_dict(modalities, setup_method_args)
+        rna = expression_data(mdata, setup_method_args["setup_args"])
+        if rna.n_obs != mdata.n_obs:
+            msg = (
+                f"The expression modality {modalities.rna_layer!r} has {rna.n_obs} of the "
+                f"MuData's {mdata.n_obs} samples; every sample must have expression values "
+                "(mark unmeasured genes as NaN instead)."
+            )
+            raise ValueError(msg)
+
+        def obs_of(argument: str) -> AnnData | MuData:
+            name = modalities[argument]
+            return mdata if name is None else mdata.mod[name]
+
+        _check_expression_setup(rna, rna_layer, missing_layer, input_scale)
+        check_obs_key(obs_of("batch_key"), batch_key, "batch_key")
+        check_obs_key(obs_of("labels_key"), labels_key, "labels_key")
+        fields = [
+            MuDataLayerField(
+                REGISTRY_KEYS.X_KEY,
+                rna_layer,
+                mod_key=modalities.rna_layer,
+                is_count_data=False,
+                mod_required=True,
+            ),
+            MuDataCategoricalObsField(
+                REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities.batch_key
+            ),
+            MuDataCategoricalObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, mod_key=modalities.labels_key
+            ),
+        ]
+        if missing_layer is not None:
+            fields.append(
+                MuDataLayerField(
+                    REGISTRY_KEYS.MISSING_KEY,
+                    missing_layer,
+                    mod_key=modalities.rna_layer,
+                    is_count_data=False,
+                    mod_required=True,
+                )
+            )
+        cls._register(mdata, fields, setup_method_args, kwargs)
+
+    @classmethod
+    def _register(cls, data: AnnData | MuData, fields: list, setup_method_args: dict, kwargs):
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
+        manager.register_fields(data, **kwargs)
         cls.register_manager(manager)
 
     @property
@@ -267,7 +371,8 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         if adata is not None:
-            check_var_names(adata.var_names, self.var_names)
+            expression = expression_data(adata, self.registry_["setup_args"])
+            check_var_names(expression.var_names, self.var_names)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     @classmethod
@@ -297,7 +402,8 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         if adata is not None and adata is not False:
             registry = cls.load_registry(dir_path, prefix=kwargs.get("prefix"))
             saved = registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
-            check_var_names(adata.var_names, saved["column_names"])
+            expression = expression_data(adata, registry["setup_args"])
+            check_var_names(expression.var_names, saved["column_names"])
         token = _LOADING.set(True)
         try:
             return super().load(dir_path, adata=adata, **kwargs)
@@ -630,6 +736,17 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         """Return the learned gene identity embeddings (genes × ``d_model``)."""
         weights = self.module.gene_emb.weight.detach().float().cpu().numpy()
         return pd.DataFrame(weights, index=self.var_names)
+
+
+def _check_expression_setup(
+    expression: AnnData, layer: str | None, missing_layer: str | None, input_scale: InputScale
+) -> None:
+    """Validate the expression arguments of a setup method before anything is registered."""
+    check_expression_matrix(expression, layer)
+    check_missing_layer(expression, missing_layer)
+    check_input_scale(input_scale)
+    if input_scale == "counts":
+        resolve_input_scale(registered_matrix(expression, layer), input_scale)
 
 
 def _check_positive(**values: int) -> None:

@@ -30,7 +30,8 @@ def embed(
     Parameters
     ----------
     adata
-        AnnData with the model's genes, in the model's order.
+        AnnData with the model's genes, in the model's order, or a MuData set up with
+        :meth:`~gexbert_sc.GexBERT.setup_mudata` (the embedding goes to ``mdata.obsm``).
     model
         A trained :class:`~gexbert_sc.GexBERT`.
     key_added

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gexbert_sc._constants import OUTPUT_KEYS
+from gexbert_sc.data._validation import expression_data
 from gexbert_sc.tl._provenance import check_model, record, warn_if_overwriting
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ def impute(
     ----------
     adata
         AnnData with the model's genes, in the model's order. Missing entries are NaN (or
-        flagged in the ``missing_layer`` given to ``setup_anndata``).
+        flagged in the ``missing_layer`` given to ``setup_anndata``). A MuData set up with
+        :meth:`~gexbert_sc.GexBERT.setup_mudata` gets the layers in its expression modality.
     model
         A trained :class:`~gexbert_sc.GexBERT`.
     key_added
@@ -116,9 +118,10 @@ def impute(
     outputs = {key_added: values, f"{key_added}_mask": imputed}
     if spread is not None:
         outputs[f"{key_added}_std"] = spread
+    expression = expression_data(adata, model.registry_["setup_args"])
     for key, layer in outputs.items():
-        warn_if_overwriting(adata.layers, key, "layers")
-        adata.layers[key] = layer
+        warn_if_overwriting(expression.layers, key, "layers")
+        expression.layers[key] = layer
     params = {
         "keep_observed": keep_observed,
         "batch_size": batch_size,
