@@ -67,7 +67,7 @@ def check_missing_layer(adata: AnnData, missing_layer: str | None) -> None:
 
 
 def expression_data(data: Any, setup_args: dict) -> AnnData:
-    """The AnnData holding the registered expression: ``data`` itself, or its RNA modality.
+    """Return the AnnData holding the registered expression: ``data`` or its RNA modality.
 
     Parameters
     ----------
@@ -82,6 +82,9 @@ def expression_data(data: Any, setup_args: dict) -> AnnData:
         return data
     name = modalities["rna_layer"]
     if name not in data.mod:
-        msg = f"The MuData has no modality {name!r} (the model's expression modality); it has {list(data.mod)}."
+        msg = (
+            f"The MuData has no modality {name!r} (the model's expression modality); "
+            f"it has {list(data.mod)}."
+        )
         raise KeyError(msg)
     return data.mod[name]
