@@ -190,7 +190,7 @@ class GexBERTModule(BaseModuleClass):
         return gene_idx, valid
 
     def profile_summary(self, y: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
-        """Linear projection of the centred log profile over the ``include``d genes.
+        """Linear projection of the centred log profile over the genes marked in ``include``.
 
         Rescaled by ``n_vars / n_included``, so that a partly observed profile projects to the
         same scale as a complete one (missing genes count as their mean).
