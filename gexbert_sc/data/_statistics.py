@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.sparse.linalg import eigsh
+from scipy.linalg.blas import dsyrk
 
 from gexbert_sc.data._normalization import log_normalise, size_factors_from_sums
 
 logger = logging.getLogger(__name__)
 
 _GENE_CHUNK = 512
+# cells used for the principal axes (an initialisation: more cells cost n² memory, n² k time)
+_AXES_CELLS = 2_000
 
 
 @dataclass
@@ -98,6 +100,36 @@ def _log_blocks(values: Any, missing: Any | None, factors: torch.Tensor, is_coun
         yield cols, y
 
 
+def _gram_matrix(values: Any, missing: Any | None, factors, is_counts, gene_mean) -> np.ndarray:
+    """``Y Yᵀ`` of the centred log profiles (missing = 0), accumulated over gene chunks.
+
+    Only the upper triangle is updated in place (BLAS ``syrk``), so memory stays at one
+    ``(n, n)`` matrix.
+    """
+    n_cells = values.shape[0]
+    gram = np.zeros((n_cells, n_cells), order="F")
+    for cols, y in _log_blocks(values, missing, factors, is_counts):
+        centred = np.nan_to_num(y - gene_mean[cols])
+        gram = dsyrk(1.0, centred, beta=1.0, c=gram, overwrite_c=True)
+    return np.triu(gram) + np.triu(gram, 1).T
+
+
+def _leading_eigenpairs(
+    gram: np.ndarray, k: int, rng: np.random.Generator, n_iter: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` eigenpairs of a positive semi-definite matrix by randomised subspace iteration.
+
+    Cost ``O(n² (k + 16) n_iter)``, against ``O(n³)`` for a full decomposition.
+    """
+    n = gram.shape[0]
+    basis = np.linalg.qr(gram @ rng.standard_normal((n, min(n, k + 16))))[0]
+    for _ in range(n_iter):
+        basis = np.linalg.qr(gram @ basis)[0]
+    eigenvalues, rotation = np.linalg.eigh(basis.T @ gram @ basis)
+    top = np.argsort(eigenvalues)[::-1][:k]
+    return eigenvalues[top], basis @ rotation[:, top]
+
+
 def _principal_axes(
     values: Any,
     missing: Any | None,
@@ -109,25 +141,25 @@ def _principal_axes(
 ) -> np.ndarray:
     """Leading principal axes of the centred log profiles, from the cells' Gram matrix.
 
-    The ``(n, n)`` Gram matrix is accumulated over gene chunks (memory ``n²``, never
-    ``n × G``), its leading eigenvectors ``U`` with eigenvalues ``s²`` give the axes
-    ``V = Yᵀ U / s`` in a second pass. Axes beyond the rank of the data are random.
+    At most ``_AXES_CELLS`` random cells are used. Their ``(n, n)`` Gram matrix is accumulated
+    over gene chunks (memory ``n²``, never ``n × G``); its leading eigenvectors ``U`` with
+    eigenvalues ``s²`` give the axes ``V = Yᵀ U / s`` in a second pass. Axes beyond the rank
+    of the data are random.
     """
-    n_cells, n_genes = values.shape
-    gram = np.zeros((n_cells, n_cells))
-    for cols, y in _log_blocks(values, missing, factors, is_counts):
-        centred = np.nan_to_num(y - gene_mean[cols])
-        gram += centred @ centred.T
-    n_kept = max(min(n_axes, n_cells - 2, n_genes), 0)
     rng = np.random.default_rng(seed)
+    if values.shape[0] > _AXES_CELLS:
+        rows = np.sort(rng.choice(values.shape[0], size=_AXES_CELLS, replace=False))
+        values, factors = values[rows], factors[rows]
+        missing = None if missing is None else missing[rows]
+    n_cells, n_genes = values.shape
     axes = rng.standard_normal((n_genes, n_axes)) / np.sqrt(n_genes)
+    gram = _gram_matrix(values, missing, factors, is_counts, gene_mean)
+    eigenvalues, eigenvectors = _leading_eigenpairs(gram, min(n_axes, n_cells), rng)
+    n_kept = int((eigenvalues > 1e-8 * max(eigenvalues[0], 1e-30)).sum())
     if n_kept == 0:
         return axes * np.sqrt(n_genes)
-    v0 = rng.standard_normal(n_cells)
-    eigenvalues, eigenvectors = eigsh(gram, k=n_kept, which="LA", v0=v0)
-    order = np.argsort(eigenvalues)[::-1]
-    eigenvalues = np.clip(eigenvalues[order], 1e-12, None)
-    eigenvectors = eigenvectors[:, order] / np.sqrt(eigenvalues)
+    eigenvalues = eigenvalues[:n_kept]
+    eigenvectors = eigenvectors[:, :n_kept] / np.sqrt(eigenvalues)
     for cols, y in _log_blocks(values, missing, factors, is_counts):
         axes[cols, :n_kept] = np.nan_to_num(y - gene_mean[cols]).T @ eigenvectors
     # a fixed sign per axis: its largest loading is positive
