@@ -289,8 +289,9 @@ class GexBERTModule(BaseModuleClass):
         ``apply_mask`` defaults to ``self.training``; validation passes ``True`` so that the
         validation loss is a real restoration loss. Without masking, a ``generator`` replaces
         the fixed inference context by a random one drawn from it as in training (up to
-        ``n_context`` observed genes, ``mask_ratio`` of them hidden); restorations from several
-        such contexts show how much a value depends on which genes are read.
+        ``n_context`` observed genes, ``mask_ratio`` of them hidden, also from the profile
+        summary); restorations from several such contexts show how much a value depends on
+        which genes are read.
         """
         apply_mask = self.training if apply_mask is None else apply_mask
         y, observed, factors = self.prepare_values(x, missing)
@@ -317,6 +318,7 @@ class GexBERTModule(BaseModuleClass):
                 observed, nonzero, self.n_context, True, generator
             )
             hidden = self._hide(valid, generator)
+            include = observed.scatter(1, gene_idx, observed.gather(1, gene_idx) & ~hidden)
         else:
             n_context = self.n_inference_context
             gene_idx, valid = self.select_context(observed, nonzero, n_context, False)
