@@ -630,6 +630,7 @@ def main() -> None:
     parser.add_argument("--train-tokens", type=int, default=None, help="tokens per train step")
     parser.add_argument("--threads", type=int, default=None, help="torch/BLAS threads")
     parser.add_argument("--seconds", type=float, default=None, help="time per measurement")
+    parser.add_argument("--tag", default="", help="suffix of the output files (partial reruns)")
     args = parser.parse_args()
     from gexbert_sc.train import resolve_precision
     from gexbert_sc.train._precision import cpu_supports_bf16
@@ -755,7 +756,7 @@ def main() -> None:
                 print(f"zeisel {method} {row['phase']}: {row['seconds']:.2f} s")
     table = pd.DataFrame(rows)
     RESULTS.mkdir(exist_ok=True)
-    suffix = "_fast" if fast else ""
+    suffix = ("_fast" if fast else "") + (f"_{args.tag}" if args.tag else "")
     table.to_csv(RESULTS / f"throughput{suffix}.csv", index=False)
     pd.set_option("display.width", 200)
     for section, columns in COLUMNS.items():

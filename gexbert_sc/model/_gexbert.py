@@ -532,7 +532,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         """
         batch_size = self._budget_batch_size(batch_size, memory_budget)
         chunks = [
-            out[MODULE_KEYS.Z_KEY].float().cpu()
+            out[MODULE_KEYS.Z_KEY].float().cpu().clone()  # a view would keep the batch alive
             for _, out in self._encoded_batches(adata, indices, batch_size)
         ]
         return torch.cat(chunks).numpy()
