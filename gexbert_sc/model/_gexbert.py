@@ -531,11 +531,16 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         ``(n_samples, d_model)`` float32 array.
         """
         batch_size = self._budget_batch_size(batch_size, memory_budget)
-        chunks = [
-            out[MODULE_KEYS.Z_KEY].float().cpu().clone()  # a view would keep the batch alive
-            for _, out in self._encoded_batches(adata, indices, batch_size)
-        ]
-        return torch.cat(chunks).numpy()
+        n_obs = (self.adata if adata is None else adata).n_obs
+        n_obs = n_obs if indices is None else len(indices)
+        # written batch by batch into one array: no per-batch objects outlive their batch
+        latent = np.empty((n_obs, self.module.cls_token.shape[0]), dtype=np.float32)
+        start = 0
+        for _, out in self._encoded_batches(adata, indices, batch_size):
+            z = out[MODULE_KEYS.Z_KEY].float().cpu().numpy()
+            latent[start : start + len(z)] = z
+            start += len(z)
+        return latent
 
     def _budget_batch_size(
         self,
