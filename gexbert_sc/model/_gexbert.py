@@ -35,6 +35,7 @@ from gexbert_sc.data._validation import (
     expression_data,
     registered_matrix,
 )
+from gexbert_sc.model._heap import release_free_heap
 from gexbert_sc.model._memory import batch_size_for_budget
 from gexbert_sc.module import GexBERTModule
 from gexbert_sc.train import GexBERTTrainingPlan, Precision, autocast_context, resolve_precision
@@ -500,6 +501,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
             for tensors in loader:
                 inputs = self.module._get_inference_input(tensors)
                 yield tensors, self.module.inference(**inputs, apply_mask=False)
+                release_free_heap()
 
     @torch.inference_mode()
     def get_latent_representation(
