@@ -533,16 +533,21 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         ``(n_samples, d_model)`` float32 array.
         """
         batch_size = self._budget_batch_size(batch_size, memory_budget)
-        n_obs = (self.adata if adata is None else adata).n_obs
-        n_obs = n_obs if indices is None else len(indices)
         # written batch by batch into one array: no per-batch objects outlive their batch
-        latent = np.empty((n_obs, self.module.cls_token.shape[0]), dtype=np.float32)
+        n_rows = self._n_rows(adata, indices)
+        latent = np.empty((n_rows, self.module.cls_token.shape[0]), dtype=np.float32)
         start = 0
         for _, out in self._encoded_batches(adata, indices, batch_size):
             z = out[MODULE_KEYS.Z_KEY].float().cpu().numpy()
             latent[start : start + len(z)] = z
             start += len(z)
         return latent
+
+    def _n_rows(self, adata: AnnData | MuData | None, indices: Sequence[int] | None) -> int:
+        """Return how many samples a getter returns: ``len(indices)``, else all of ``adata``."""
+        if indices is not None:
+            return len(indices)
+        return (self.adata if adata is None else adata).n_obs
 
     def _budget_batch_size(
         self,
@@ -670,10 +675,7 @@ class GexBERT(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size = self._budget_batch_size(
             batch_size, memory_budget, len(gene_idx), query_chunk_size
         )
-        n_rows = (
-            len(indices) if indices is not None else (self.adata if adata is None else adata).n_obs
-        )
-        values = np.empty((n_rows, len(gene_idx)), dtype=np.float32)
+        values = np.empty((self._n_rows(adata, indices), len(gene_idx)), dtype=np.float32)
         spread = np.empty_like(values) if n_samples else None
         generator = torch.Generator(self.device).manual_seed(seed)
         missing, start = [], 0

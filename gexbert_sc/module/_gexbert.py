@@ -192,8 +192,10 @@ class GexBERTModule(BaseModuleClass):
     def profile_summary(self, y: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
         """Linear projection of the centred log profile over the genes marked in ``include``.
 
-        Rescaled by ``n_vars / n_included``, so that a partly observed profile projects to the
-        same scale as a complete one (missing genes count as their mean).
+        ``profile_proj`` is stored multiplied by ``sqrt(n_vars)`` (so that AdamW refines its
+        entries instead of erasing them); with the factor ``sqrt(n_vars) / n_included`` the
+        projection is rescaled by ``n_vars / n_included``, so that a partly observed profile
+        projects to the same scale as a complete one (missing genes count as their mean).
         """
         centred = torch.where(include, y - self.gene_mean, 0.0)
         scale = self.n_vars**0.5 / include.sum(dim=1, keepdim=True).clamp_min(1)
@@ -303,22 +305,20 @@ class GexBERTModule(BaseModuleClass):
             MODULE_KEYS.SIZE_FACTOR_KEY: factors,
         }
         include = observed
-        if apply_mask:
-            gene_idx, valid = self.select_context(observed, nonzero, self.n_context, True)
-            hidden = self._hide(valid)
-            targets = self._draw_targets(y, observed, gene_idx, valid, hidden)
-            out.update(targets)
-            # the summary must not see what is to be restored
-            include = observed.scatter(1, gene_idx, observed.gather(1, gene_idx) & ~hidden)
-            target_idx = targets[MODULE_KEYS.TARGET_IDX_KEY]
-            target_valid = targets[MODULE_KEYS.TARGET_VALID_KEY]
-            include = include.scatter(1, target_idx, include.gather(1, target_idx) & ~target_valid)
-        elif generator is not None:
+        if apply_mask or generator is not None:
             gene_idx, valid = self.select_context(
                 observed, nonzero, self.n_context, True, generator
             )
             hidden = self._hide(valid, generator)
+            # the summary must not see what is hidden (or, in training, to be restored)
             include = observed.scatter(1, gene_idx, observed.gather(1, gene_idx) & ~hidden)
+            if apply_mask:
+                targets = self._draw_targets(y, observed, gene_idx, valid, hidden)
+                out.update(targets)
+                target_idx = targets[MODULE_KEYS.TARGET_IDX_KEY]
+                target_valid = targets[MODULE_KEYS.TARGET_VALID_KEY]
+                unseen = include.gather(1, target_idx) & ~target_valid
+                include = include.scatter(1, target_idx, unseen)
         else:
             n_context = self.n_inference_context
             gene_idx, valid = self.select_context(observed, nonzero, n_context, False)
