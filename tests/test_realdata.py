@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scanpy as sc
+from sklearn.neighbors import KNeighborsClassifier
 
 from gexbert_sc import GexBERT, datasets
 from gexbert_sc.metrics import knn_label_accuracy
@@ -19,7 +20,9 @@ def zeisel_split():
     genes = np.argsort(-np.asarray(adata.X.toarray().var(0)))[:300]
     adata = adata[:, np.sort(genes)].copy()
     adata.X = adata.X.toarray()
-    train, test = adata[:600].copy(), adata[600:].copy()
+    # zeisel() is ordered by cell type: split at random so that test cells are of seen types
+    order = rng.permutation(adata.n_obs)
+    train, test = adata[np.sort(order[:600])].copy(), adata[np.sort(order[600:])].copy()
     GexBERT.setup_anndata(train)
     model = GexBERT(train, d_model=32, n_layers=1, n_heads=2, n_context=64, seed=0)
     model.train(max_epochs=12, batch_size=32, enable_progress_bar=False)
@@ -36,7 +39,8 @@ def test_restoration_beats_per_gene_mean_on_held_out_cells(zeisel_split):
     rmse_model = np.sqrt(np.mean((restored[hidden] - truth[hidden]) ** 2))
     gene_mean = np.broadcast_to(train.X.mean(0), truth.shape)
     rmse_mean = np.sqrt(np.mean((gene_mean[hidden] - truth[hidden]) ** 2))
-    assert rmse_model < 0.95 * rmse_mean, (rmse_model, rmse_mean)
+    # measured 0.77 against 1.12
+    assert rmse_model < 0.85 * rmse_mean, (rmse_model, rmse_mean)
 
 
 @pytest.mark.slow
@@ -45,6 +49,22 @@ def test_embedding_separates_cell_types(zeisel_split):
     labels = test.obs["cell_type"]
     chance = labels.value_counts(normalize=True).max()
     accuracy = knn_label_accuracy(model.get_latent_representation(test), labels)
-    # measured 0.53 against a chance level of 0.355 (most frequent class) on this small
+    # measured 0.89 against a chance level of 0.32 (most frequent class) on this small
     # 12-epoch model; a broken embedding (constant, noise) scores at or below chance
-    assert accuracy > chance + 0.1, (accuracy, chance)
+    assert accuracy > chance + 0.3, (accuracy, chance)
+
+
+@pytest.mark.slow
+def test_embedding_degrades_gracefully_when_genes_are_missing(zeisel_split):
+    model, train, test = zeisel_split
+    reference = KNeighborsClassifier(n_neighbors=15).fit(
+        model.get_latent_representation(train), train.obs["cell_type"]
+    )
+    full = reference.score(model.get_latent_representation(test), test.obs["cell_type"])
+    half = test.copy()
+    half.X[np.random.default_rng(2).random(half.shape) < 0.5] = np.nan
+    missing = reference.score(model.get_latent_representation(half), test.obs["cell_type"])
+    chance = test.obs["cell_type"].value_counts(normalize=True).max()
+    # measured 0.915 with every gene, 0.885 with half of each test cell's entries missing
+    # (chance 0.32)
+    assert missing > max(full - 0.06, chance + 0.3), (full, missing, chance)
