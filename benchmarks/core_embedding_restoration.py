@@ -22,7 +22,7 @@ The table gives, per data set and score, the mean and standard deviation over sp
 the kNN scores, the mean paired difference GexBERT − PCA-50 with the number of splits GexBERT
 wins (ties count half).
 
-Rerun: ``python benchmarks/core_embedding_restoration.py`` (about 35 min on 2 CPU cores;
+Rerun: ``python benchmarks/core_embedding_restoration.py`` (27 min measured on 2 idle CPU cores;
 ``--fast`` for a smoke run, ``--splits`` to change the number of splits). Writes
 ``benchmarks/results/core_embedding_restoration.csv`` (one row per split, method and score),
 ``core_embedding_restoration_summary.csv`` and ``core_embedding_restoration.png``.
