@@ -26,14 +26,26 @@ class _ModuleKeys(NamedTuple):
     TARGET_VALID_KEY: str = "target_valid"
     PRED_KEY: str = "pred"
     PRED_BOTTLENECK_KEY: str = "pred_bottleneck"
+    CONTEXT_IDX_KEY: str = "context_idx"
+    CONTEXT_VALID_KEY: str = "context_valid"
+    HIDDEN_KEY: str = "hidden"
+    ATTENTION_KEY: str = "cls_attention"
 
 
 class _OutputKeys(NamedTuple):
     EMBEDDING: str = "X_gexbert"
     IMPUTED: str = "gexbert_imputed"
+    IMPUTED_MASK_SUFFIX: str = "_mask"
+    IMPUTED_STD_SUFFIX: str = "_std"
     UNS: str = "gexbert"
+    UNS_OUTPUTS: str = "outputs"
+    ALIGNMENT_UNS: str = "gexbert_alignment"
+    DATASET_UNS: str = "gexbert_dataset"
 
 
 REGISTRY_KEYS = _RegistryKeys()
 MODULE_KEYS = _ModuleKeys()
 OUTPUT_KEYS = _OutputKeys()
+
+#: Genes restored at once by the getters and ``tl.impute`` (bounds memory, not the result).
+QUERY_CHUNK_SIZE = 1024

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from gexbert_sc._constants import OUTPUT_KEYS
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -116,7 +118,7 @@ def align_genes(adata: AnnData, model_or_var_names) -> AnnData:
         uns=dict(adata.uns),
         layers={k: _take_columns(v, positions) for k, v in adata.layers.items()},
     )
-    aligned.uns["gexbert_alignment"] = {
+    aligned.uns[OUTPUT_KEYS.ALIGNMENT_UNS] = {
         "n_model_genes": len(target),
         "n_shared": n_shared,
         "n_dropped": adata.n_vars - n_shared,

@@ -242,8 +242,10 @@ def fit_expression_statistics(
         names = ", ".join(map(str, np.asarray(var_names)[never[:5]]))
         msg = (
             f"{len(never)} of {n_genes} genes have no observed value in the training data "
-            f"(e.g. {names}); GexBERT cannot learn them. Drop them first, e.g. "
-            "`adata = adata[:, np.isfinite(adata.X).any(axis=0)].copy()`."
+            f"(e.g. {names}); GexBERT cannot learn them. Before `setup_anndata`, keep only "
+            "the genes with at least one value that is not NaN (nor flagged in "
+            "`missing_layer`) in the layer you register; to read a panel with a model "
+            "pretrained on more genes, load that model with the aligned panel instead."
         )
         raise ValueError(msg)
     axes = _principal_axes(values, missing, factors, is_counts, gene_mean, n_axes, seed)

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gexbert_sc.data._input_scale import InputScale, check_input_scale, resolve_input_scale
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -88,3 +90,22 @@ def expression_data(data: Any, setup_args: dict) -> AnnData:
         )
         raise KeyError(msg)
     return data.mod[name]
+
+
+def check_expression_setup(
+    expression: AnnData, layer: str | None, missing_layer: str | None, input_scale: InputScale
+) -> None:
+    """Validate the expression arguments of a setup method before anything is registered.
+
+    Parameters
+    ----------
+    expression
+        The AnnData holding the expression values (for MuData: its expression modality).
+    layer, missing_layer, input_scale
+        The setup arguments of the same names.
+    """
+    check_expression_matrix(expression, layer)
+    check_missing_layer(expression, missing_layer)
+    check_input_scale(input_scale)
+    if input_scale == "counts":
+        resolve_input_scale(registered_matrix(expression, layer), input_scale)

@@ -9,6 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from gexbert_sc._constants import OUTPUT_KEYS
+
 from ._package_files import DataPackage, dataset_info
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ def _load() -> AnnData:
         var=raw.var.copy(),
     )
     adata.var_names = raw.var_names.astype(str)
-    adata.uns["gexbert_dataset"] = dataset_info(
+    adata.uns[OUTPUT_KEYS.DATASET_UNS] = dataset_info(
         "pbmc68k", SCANPY, [_FILE], "log1p-normalised", label_key="bulk_labels"
     )
     logger.info("Loaded pbmc68k: %d cells x %d genes", adata.n_obs, adata.n_vars)

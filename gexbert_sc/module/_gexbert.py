@@ -1,6 +1,8 @@
-"""The GexBERT torch module: expression tokens, ``[CLS]`` encoder, cross-attention decoder."""
+"""The GexBERT torch module: the expression encoder plus a cross-attention restoration decoder."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -8,30 +10,21 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
 from gexbert_sc._constants import MODULE_KEYS, REGISTRY_KEYS
-from gexbert_sc.data._normalization import to_model_scale
-from gexbert_sc.module._attention import DecoderBlock, EncoderBlock
+from gexbert_sc.module._attention import DecoderBlock
+from gexbert_sc.module._encoder import ExpressionEncoder
 
 
-class GexBERTModule(BaseModuleClass):
+class GexBERTModule(ExpressionEncoder, BaseModuleClass):
     """Masked-expression transformer autoencoder :cite:p:`Jiang2025`.
 
-    A token is a gene embedding plus the embedding of the gene's binned expression level
-    (level 0 is reserved for exact zeros; level ``n_levels`` is the learned *missing*
-    embedding), plus the gene's centred log value times a per-gene *value* vector. The last
-    term is our addition to the paper's token: with additive gene + level embeddings alone the
-    model needed thousands of steps to leave the "predict each gene's mean" plateau (measured
-    on a rank-3 synthetic set: no progress in 1,500 steps), while with it the same model
-    learned in 300. The decoder reads out a value as the dot product of its output with a
-    per-gene output vector (a bilinear readout, as in a linear autoencoder). ``[CLS]`` starts
-    from a linear projection of the whole observed profile (``profile_proj``, initialised with
-    the data's principal axes), which made it a good sample summary within a few hundred steps.
-    Context genes are drawn non-zero first (sparse profiles are mostly zeros); restoration
-    targets are the hidden context genes plus random observed genes the encoder did not see,
-    zeros included. A pre-LN encoder reads ``[CLS]`` + up to ``n_context`` observed genes; the
-    ``[CLS]`` output is the sample embedding. Query tokens (gene embedding + missing embedding)
-    read the encoder output by cross-attention and regress the gene's log-scale value; queries
-    never attend to each other. A second, *bottleneck* decoder pass reads ``[CLS]`` alone, so
-    that the embedding has to summarise the sample.
+    The :class:`~gexbert_sc.module.ExpressionEncoder` reads ``[CLS]`` + up to ``n_context``
+    observed genes; query tokens (gene embedding + missing embedding + batch embedding) read
+    its output by cross-attention and regress each gene's log-scale value as the dot product
+    of the decoder output with a per-gene output vector; queries never attend to each other.
+    Pretraining hides ``mask_ratio`` of a random context and restores the hidden genes plus
+    random observed genes the encoder did not see. A second, *bottleneck* decoder pass reads
+    ``[CLS]`` alone, so that the embedding has to summarise the sample. The reasons for each
+    choice, with measurements, are in :doc:`/design`.
 
     Parameters
     ----------
@@ -39,33 +32,17 @@ class GexBERTModule(BaseModuleClass):
         Vocabulary size (number of genes).
     n_batch
         Number of batches; a batch embedding is added to the decoder queries.
-    d_model
-        Token width.
-    n_layers
-        Encoder blocks.
+    d_model, n_layers, n_heads, n_levels, n_context, n_inference_context, dropout
+        Encoder arguments (:class:`~gexbert_sc.module.ExpressionEncoder`).
     n_decoder_layers
         Decoder (cross-attention) blocks.
-    n_heads
-        Attention heads.
-    n_levels
-        Expression levels including the zero level (the missing level comes on top).
-    n_context
-        Observed genes per sample per training step.
-    n_inference_context
-        Observed genes per sample read at inference (chosen by a fixed gene priority, so the
-        same input always gives the same output).
     mask_ratio
         Fraction of the training context hidden and restored.
     bottleneck_weight
         Weight of the restoration loss of the ``[CLS]``-only decoder pass.
-    dropout
-        Dropout rate in attention and feed-forward layers.
-    is_counts
-        Whether input values are counts (size-factor normalised and log1p'd inside).
-    gene_share, bin_edges, gene_mean, principal_axes
-        Fitted :class:`~gexbert_sc.data.ExpressionStatistics` arrays; placeholders when
-        ``None`` (a loaded model overwrites them from its state dict). ``principal_axes``
-        initialises the trainable profile projection.
+    **statistics
+        ``is_counts`` and the fitted statistics arrays of
+        :class:`~gexbert_sc.module.ExpressionEncoder`.
     """
 
     def __init__(
@@ -83,165 +60,45 @@ class GexBERTModule(BaseModuleClass):
         mask_ratio: float = 0.3,
         bottleneck_weight: float = 1.0,
         dropout: float = 0.0,
-        is_counts: bool = False,
-        gene_share: torch.Tensor | None = None,
-        bin_edges: torch.Tensor | None = None,
-        gene_mean: torch.Tensor | None = None,
-        principal_axes: torch.Tensor | None = None,
+        **statistics: Any,
     ):
-        super().__init__()
-        self.n_vars = n_vars
-        self.n_levels = n_levels
-        self.n_context = n_context
-        self.n_inference_context = n_inference_context
+        super().__init__(
+            n_vars,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            n_levels=n_levels,
+            n_context=n_context,
+            n_inference_context=n_inference_context,
+            dropout=dropout,
+            **statistics,
+        )
         self.mask_ratio = mask_ratio
         self.bottleneck_weight = bottleneck_weight
-        self._register_statistics(is_counts, gene_share, bin_edges, gene_mean)
-        self.gene_emb = nn.Embedding(n_vars, d_model)
-        self.value_emb = nn.Embedding(n_vars, d_model)
         self.gene_out = nn.Embedding(n_vars, d_model)
-        self.level_emb = nn.Embedding(n_levels + 1, d_model)
-        self.profile_proj = nn.Parameter(
-            torch.randn(n_vars, d_model) if principal_axes is None else principal_axes.clone()
-        )
         self.batch_emb = nn.Embedding(max(n_batch, 1), d_model)
-        self.cls_token = nn.Parameter(torch.zeros(d_model))
-        self.encoder = nn.ModuleList(
-            EncoderBlock(d_model, n_heads, dropout) for _ in range(n_layers)
-        )
-        self.encoder_norm = nn.LayerNorm(d_model)
         self.decoder = nn.ModuleList(
             DecoderBlock(d_model, n_heads, dropout) for _ in range(n_decoder_layers)
         )
         self.output_norm = nn.LayerNorm(d_model)
         self.output_weight = nn.Parameter(torch.zeros(d_model))
-        for weight in (self.gene_emb.weight, self.level_emb.weight, self.value_emb.weight):
-            nn.init.normal_(weight, std=0.02)
         nn.init.normal_(self.gene_out.weight, std=0.02)
         nn.init.zeros_(self.batch_emb.weight)
-        nn.init.zeros_(self.cls_token)
 
-    def _register_statistics(self, is_counts, gene_share, bin_edges, gene_mean) -> None:
-        n_vars, n_edges = self.n_vars, self.n_levels - 2
-        self.register_buffer("input_is_counts", torch.tensor(bool(is_counts)))
-        self.register_buffer(
-            "gene_share",
-            torch.full((n_vars,), 1.0 / n_vars) if gene_share is None else gene_share.float(),
-        )
-        self.register_buffer(
-            "bin_edges",
-            torch.zeros(n_vars, n_edges) if bin_edges is None else bin_edges.float(),
-        )
-        self.register_buffer(
-            "gene_mean", torch.zeros(n_vars) if gene_mean is None else gene_mean.float()
-        )
-        # A fixed gene order decides which observed genes are read at inference when a sample
-        # has more than `n_inference_context`; it never depends on the global RNG.
-        priority = torch.randperm(n_vars, generator=torch.Generator().manual_seed(0))
-        self.register_buffer("gene_priority", priority.float() / n_vars)
+    @property
+    def training_encoding(self) -> dict[str, Any]:
+        """:meth:`encode_samples` arguments of a pretraining step (without the generator)."""
+        return {"context": "random", "hide_fraction": self.mask_ratio, "draw_targets": True}
 
-    # ------------------------------------------------------------------ tokens and encoder
-    def prepare_values(
-        self, x: torch.Tensor, missing: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return log-scale values, the observed mask and size factors of raw inputs ``x``."""
-        observed = ~torch.isnan(x)
-        if missing is not None:
-            observed &= missing < 0.5
-        y, factors = to_model_scale(x, observed, self.gene_share, bool(self.input_is_counts))
-        return y, observed, factors
+    @property
+    def validation_encoding(self) -> dict[str, Any]:
+        """:meth:`encode_samples` arguments of a validation step: masked, as in training.
 
-    def select_context(
-        self,
-        observed: torch.Tensor,
-        nonzero: torch.Tensor,
-        n_context: int,
-        random: bool,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pick up to ``n_context`` observed genes per sample, non-zero genes first.
-
-        Sparse single-cell profiles are mostly zeros: a uniform draw of 128 of 4,000 genes
-        carries little information, so non-zero genes are taken first (in random order while
-        training, by the fixed ``gene_priority`` at inference) and zeros fill what remains.
-
-        Returns ``(gene_idx, valid)``, both ``(B, L)``; ``valid`` is ``False`` on padding. At
-        inference zeros fill only up to the training context size ``self.n_context`` and ``L``
-        is trimmed to the longest context in the batch. ``generator`` draws the random order
-        (the global RNG when ``None``).
+        The training plan reads this, so that ``validation_loss`` is a real restoration loss
+        (with the deterministic inference context nothing would be hidden); a task module
+        returns its own.
         """
-        if random:
-            priority = torch.rand(observed.shape, device=observed.device, generator=generator)
-        else:
-            priority = self.gene_priority.expand_as(observed)
-        priority = torch.where(observed, priority + nonzero.to(priority.dtype), -1.0)
-        n_take = min(n_context, observed.shape[1])
-        scores, gene_idx = priority.topk(n_take, dim=1, sorted=True)
-        valid = scores >= 0
-        if not random:
-            # zeros fill the context only up to the training size, as they did in training:
-            # a cell is read through all its non-zero genes (up to `n_context` here) but
-            # never through hundreds of zero tokens it was not trained on
-            n_nonzero = nonzero.sum(dim=1, keepdim=True)
-            position = torch.arange(n_take, device=valid.device)
-            valid &= position < torch.clamp(n_nonzero, min=self.n_context)
-            n_keep = max(int(valid.sum(dim=1).max()), 1)
-            gene_idx, valid = gene_idx[:, :n_keep], valid[:, :n_keep]
-        return gene_idx, valid
-
-    def profile_summary(self, y: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
-        """Linear projection of the centred log profile over the genes marked in ``include``.
-
-        ``profile_proj`` is stored multiplied by ``sqrt(n_vars)`` (so that AdamW refines its
-        entries instead of erasing them); with the factor ``sqrt(n_vars) / n_included`` the
-        projection is rescaled by ``n_vars / n_included``, so that a partly observed profile
-        projects to the same scale as a complete one (missing genes count as their mean).
-        """
-        centred = torch.where(include, y - self.gene_mean, 0.0)
-        scale = self.n_vars**0.5 / include.sum(dim=1, keepdim=True).clamp_min(1)
-        return (centred @ self.profile_proj) * scale
-
-    def expression_levels(self, values: torch.Tensor, gene_idx: torch.Tensor) -> torch.Tensor:
-        """Bin log-scale ``values`` of genes ``gene_idx`` (same shape) into level ids."""
-        edges = self.bin_edges[gene_idx]
-        levels = 1 + (values.unsqueeze(-1) > edges).sum(dim=-1)
-        return torch.where(values == 0, torch.zeros_like(levels), levels)
-
-    def encode(
-        self,
-        gene_idx: torch.Tensor,
-        values: torch.Tensor,
-        valid: torch.Tensor,
-        summary: torch.Tensor,
-        hidden: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the encoder over ``[CLS]`` + context tokens.
-
-        Parameters
-        ----------
-        gene_idx, values, valid
-            ``(B, L)`` context genes, their log-scale values, and ``False`` on padding.
-        hidden
-            ``(B, L)`` bool, tokens whose value is replaced by the missing embedding.
-
-        Returns
-        -------
-        ``(memory, padding)``: ``(B, 1 + L, d)`` normalised encoder output (``[CLS]`` first)
-        and the ``(B, 1 + L)`` padding mask.
-        """
-        levels = self.expression_levels(values, gene_idx)
-        centred = values - self.gene_mean[gene_idx]
-        if hidden is not None:
-            levels = torch.where(hidden, self.n_levels, levels)
-            centred = torch.where(hidden, 0.0, centred)
-        value_part = centred.unsqueeze(-1) * self.value_emb(gene_idx)
-        tokens = self.gene_emb(gene_idx) + self.level_emb(levels) + value_part
-        cls = (self.cls_token + summary).unsqueeze(1)
-        h = torch.cat([cls, tokens], dim=1)
-        padding = torch.cat([valid.new_zeros(valid.shape[0], 1), ~valid], dim=1)
-        for block in self.encoder:
-            h = block(h, padding)
-        return self.encoder_norm(h), padding
+        return self.training_encoding
 
     # ------------------------------------------------------------------ decoder
     def restore(
@@ -283,85 +140,17 @@ class GexBERTModule(BaseModuleClass):
         x: torch.Tensor,
         missing: torch.Tensor | None = None,
         batch_index: torch.Tensor | None = None,
-        apply_mask: bool | None = None,
-        generator: torch.Generator | None = None,
+        encoding: dict[str, Any] | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """Tokenise, hide a random part of a random context (training), and encode.
+        """Encode a minibatch (scvi-tools protocol): :meth:`encode_samples` with ``encoding``.
 
-        ``apply_mask`` defaults to ``self.training``; validation passes ``True`` so that the
-        validation loss is a real restoration loss. Without masking, a ``generator`` replaces
-        the fixed inference context by a random one drawn from it as in training (up to
-        ``n_context`` observed genes, ``mask_ratio`` of them hidden, also from the profile
-        summary); restorations from several such contexts show how much a value depends on
-        which genes are read.
+        ``encoding`` defaults to :attr:`training_encoding` in training mode and to the fixed,
+        deterministic inference context in eval mode; the training plan passes it explicitly,
+        with its generator.
         """
-        apply_mask = self.training if apply_mask is None else apply_mask
-        y, observed, factors = self.prepare_values(x, missing)
-        nonzero = observed & (y != 0)
-        out = {
-            MODULE_KEYS.TARGET_IDX_KEY: None,
-            MODULE_KEYS.BATCH_KEY: batch_index,
-            MODULE_KEYS.OBSERVED_KEY: observed,
-            MODULE_KEYS.SIZE_FACTOR_KEY: factors,
-        }
-        include = observed
-        if apply_mask or generator is not None:
-            gene_idx, valid = self.select_context(
-                observed, nonzero, self.n_context, True, generator
-            )
-            hidden = self._hide(valid, generator)
-            # the summary must not see what is hidden (or, in training, to be restored)
-            include = observed.scatter(1, gene_idx, observed.gather(1, gene_idx) & ~hidden)
-            if apply_mask:
-                targets = self._draw_targets(y, observed, gene_idx, valid, hidden)
-                out.update(targets)
-                target_idx = targets[MODULE_KEYS.TARGET_IDX_KEY]
-                target_valid = targets[MODULE_KEYS.TARGET_VALID_KEY]
-                unseen = include.gather(1, target_idx) & ~target_valid
-                include = include.scatter(1, target_idx, unseen)
-        else:
-            n_context = self.n_inference_context
-            gene_idx, valid = self.select_context(observed, nonzero, n_context, False)
-            hidden = None
-        values = y.gather(1, gene_idx)
-        summary = self.profile_summary(y, include)
-        memory, padding = self.encode(gene_idx, values, valid, summary, hidden)
-        out[MODULE_KEYS.MEMORY_KEY] = memory
-        out[MODULE_KEYS.MEMORY_PAD_KEY] = padding
-        out[MODULE_KEYS.Z_KEY] = memory[:, 0]
-        return out
-
-    def _hide(self, valid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Hide ``mask_ratio`` of each sample's context tokens (never padding)."""
-        n_hidden = max(1, round(self.mask_ratio * valid.shape[1]))
-        draws = torch.rand(valid.shape, device=valid.device, generator=generator)
-        scores = torch.where(valid, draws, -1.0)
-        hidden_pos = scores.topk(n_hidden, dim=1).indices
-        return torch.zeros_like(valid).scatter(1, hidden_pos, True) & valid
-
-    def _draw_targets(
-        self,
-        y: torch.Tensor,
-        observed: torch.Tensor,
-        gene_idx: torch.Tensor,
-        valid: torch.Tensor,
-        hidden: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """Draw ``n_context`` restoration targets per sample.
-
-        Every hidden context gene comes first, then random observed genes the encoder did not
-        see (zeros included).
-        """
-        visible = torch.zeros_like(observed).scatter(1, gene_idx, valid & ~hidden)
-        was_hidden = torch.zeros_like(observed).scatter(1, gene_idx, hidden)
-        priority = torch.rand(observed.shape, device=observed.device) + was_hidden.float()
-        priority = torch.where(observed & ~visible, priority, -1.0)
-        scores, target_idx = priority.topk(min(gene_idx.shape[1], observed.shape[1]), dim=1)
-        return {
-            MODULE_KEYS.TARGET_IDX_KEY: target_idx,
-            MODULE_KEYS.TARGET_KEY: y.gather(1, target_idx),
-            MODULE_KEYS.TARGET_VALID_KEY: scores >= 0,
-        }
+        if encoding is None:
+            encoding = self.training_encoding if self.training else {}
+        return self.encode_samples(x, missing, batch_index, **encoding)
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs) -> dict:
         keys = (

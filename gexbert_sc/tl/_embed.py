@@ -6,12 +6,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from gexbert_sc._constants import OUTPUT_KEYS
-from gexbert_sc.tl._provenance import check_model, record, warn_if_overwriting
+from gexbert_sc.tl._provenance import check_model, prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
     from gexbert_sc.model import GexBERT
+    from gexbert_sc.train import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ def embed(
     key_added: str = OUTPUT_KEYS.EMBEDDING,
     batch_size: int | None = None,
     memory_budget: int | str | None = None,
+    precision: Precision = "32-true",
     copy: bool = False,
 ) -> AnnData | None:
     """Embed samples with a trained model.
@@ -42,6 +44,9 @@ def embed(
     memory_budget
         Instead of ``batch_size``: bytes (or ``"2GB"``, ``"1.5GiB"``) that one minibatch's
         activations may use (see :meth:`~gexbert_sc.GexBERT.get_latent_representation`).
+    precision
+        ``"32-true"`` (default) or a reduced precision, as in
+        :meth:`~gexbert_sc.GexBERT.get_latent_representation`.
     copy
         Return a modified copy instead of writing in place.
 
@@ -52,7 +57,7 @@ def embed(
     `adata.obsm['X_gexbert' | key_added]` : :class:`numpy.ndarray` (dtype `float32`)
         The ``[CLS]`` sample embedding.
     `adata.uns['gexbert']['outputs'][key_added]` : :class:`dict`
-        Parameters of this call.
+        Parameters of this call and the model that made the embedding.
 
     Examples
     --------
@@ -65,12 +70,13 @@ def embed(
     >>> sc.pp.neighbors(adata, use_rep="X_gexbert")
     """
     check_model(model)
+    adata = prepare_target(adata, copy)
     embedding = model.get_latent_representation(
-        adata, batch_size=batch_size, memory_budget=memory_budget
+        adata, batch_size=batch_size, memory_budget=memory_budget, precision=precision
     )
-    adata = adata.copy() if copy else adata
     warn_if_overwriting(adata.obsm, key_added, "obsm")
     adata.obsm[key_added] = embedding
-    record(adata, model, key_added, {"batch_size": batch_size, "memory_budget": memory_budget})
+    params = {"batch_size": batch_size, "memory_budget": memory_budget, "precision": precision}
+    record(adata, model, key_added, params)
     logger.info("Added `obsm[%r]`, the GexBERT sample embedding.", key_added)
     return adata if copy else None

@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from gexbert_sc._constants import OUTPUT_KEYS
-from gexbert_sc.data._validation import expression_data
-from gexbert_sc.tl._provenance import check_model, record, warn_if_overwriting
+from gexbert_sc._constants import OUTPUT_KEYS, QUERY_CHUNK_SIZE
+from gexbert_sc.tl._provenance import check_model, prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
     from gexbert_sc.model import GexBERT
+    from gexbert_sc.train import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +24,11 @@ def impute(
     key_added: str = OUTPUT_KEYS.IMPUTED,
     keep_observed: bool = True,
     batch_size: int | None = None,
-    query_chunk_size: int = 1024,
+    query_chunk_size: int = QUERY_CHUNK_SIZE,
     memory_budget: int | str | None = None,
     n_samples: int | None = None,
     seed: int = 0,
+    precision: Precision = "32-true",
     copy: bool = False,
 ) -> AnnData | None:
     """Fill missing entries (or restore all entries) with a trained model.
@@ -69,6 +68,9 @@ def impute(
         measurement itself. Costs ``n_samples`` extra passes of the model.
     seed
         Seed of the random contexts (with ``n_samples``).
+    precision
+        ``"32-true"`` (default) or a reduced precision, as in
+        :meth:`~gexbert_sc.GexBERT.get_latent_representation`.
     copy
         Return a modified copy instead of writing in place.
 
@@ -100,25 +102,21 @@ def impute(
     False
     """
     check_model(model)
-    if n_samples is not None and (not isinstance(n_samples, int | np.integer) or n_samples < 2):
-        msg = f"`n_samples` must be an integer of at least 2, or None, got {n_samples!r}."
-        raise ValueError(msg)
-    values, imputed, spread = model._impute(
+    adata = prepare_target(adata, copy)
+    values, imputed, spread = model.impute_expression(
         adata,
-        None,
-        None,
         keep_observed=keep_observed,
         batch_size=batch_size,
         query_chunk_size=query_chunk_size,
         memory_budget=memory_budget,
         n_samples=n_samples,
         seed=seed,
+        precision=precision,
     )
-    adata = adata.copy() if copy else adata
-    outputs = {key_added: values, f"{key_added}_mask": imputed}
+    outputs = {key_added: values, key_added + OUTPUT_KEYS.IMPUTED_MASK_SUFFIX: imputed}
     if spread is not None:
-        outputs[f"{key_added}_std"] = spread
-    expression = expression_data(adata, model.registry_["setup_args"])
+        outputs[key_added + OUTPUT_KEYS.IMPUTED_STD_SUFFIX] = spread
+    expression = model.expression_of(adata)
     for key, layer in outputs.items():
         warn_if_overwriting(expression.layers, key, "layers")
         expression.layers[key] = layer
@@ -129,6 +127,7 @@ def impute(
         "memory_budget": memory_budget,
         "n_samples": n_samples,
         "seed": seed,
+        "precision": precision,
         "n_imputed": int(imputed.nnz),
     }
     record(adata, model, key_added, params)

@@ -1,4 +1,4 @@
-"""Provenance records written by the ``tl`` functions into ``uns["gexbert"]``."""
+"""Checks and provenance records shared by the ``tl`` writers."""
 
 from __future__ import annotations
 
@@ -10,22 +10,49 @@ from gexbert_sc._constants import OUTPUT_KEYS
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from mudata import MuData
 
-    from gexbert_sc.model import GexBERT
+    from gexbert_sc.model import GexBERTBase
 
 logger = logging.getLogger(__name__)
 
 
-def check_model(model: Any) -> None:
-    """Raise a :class:`TypeError` unless ``model`` is a trained :class:`~gexbert_sc.GexBERT`."""
-    from gexbert_sc.model import GexBERT
+def check_model(model: Any, model_cls: type | None = None) -> None:
+    """Raise unless ``model`` is a trained model of ``model_cls`` (default: the GexBERT family).
 
-    if not isinstance(model, GexBERT):
-        msg = f"`model` must be a gexbert_sc.GexBERT, got {type(model).__name__}."
+    Parameters
+    ----------
+    model
+        The ``model`` argument of a writer.
+    model_cls
+        The model class the writer needs.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an instance of ``model_cls``.
+    RuntimeError
+        If it is not trained.
+    """
+    from gexbert_sc.model import GexBERTBase
+
+    model_cls = GexBERTBase if model_cls is None else model_cls
+    if not isinstance(model, model_cls):
+        expected = "gexbert_sc.GexBERT" if model_cls is GexBERTBase else model_cls.__name__
+        msg = f"`model` must be a {expected}, got {type(model).__name__}."
         raise TypeError(msg)
-    if not model.is_trained:
-        msg = "`model` is not trained yet; run `model.train()` first."
-        raise RuntimeError(msg)
+    model._check_if_trained(
+        message=f"`model` ({type(model).__name__}) is not trained yet; run `model.train()` first."
+    )
+
+
+def prepare_target(adata: AnnData | MuData, copy: bool) -> AnnData | MuData:
+    """Return the object a writer writes to: a copy of ``adata`` (made first) or ``adata``.
+
+    Copying before the model reads the data keeps scvi-tools' registration columns and uuids,
+    which the model's data checks add to a new input, out of the caller's object.
+    """
+    return adata.copy() if copy else adata
 
 
 def warn_if_overwriting(mapping: Any, key: str, where: str) -> None:
@@ -34,14 +61,18 @@ def warn_if_overwriting(mapping: Any, key: str, where: str) -> None:
         warnings.warn(f"Overwriting existing `{where}[{key!r}]`.", UserWarning, stacklevel=3)
 
 
-def record(adata: AnnData, model: GexBERT, key_added: str, params: dict[str, Any]) -> None:
-    """Store the writer's parameters and the model's description under ``uns["gexbert"]``."""
+def record(
+    adata: AnnData | MuData, model: GexBERTBase, key_added: str, params: dict[str, Any]
+) -> None:
+    """Store, under ``uns["gexbert"]["outputs"][key_added]``, the call and the model behind it.
+
+    Each output keeps its own record (the writer's parameters and the model's
+    :meth:`~gexbert_sc.model.GexBERTBase.provenance`), so that outputs written by different
+    models name their own.
+    """
     from gexbert_sc import __version__
 
     entry = adata.uns.setdefault(OUTPUT_KEYS.UNS, {})
     entry["version"] = __version__
-    entry["model"] = model._model_summary_string
-    entry["model_init_params"] = {
-        k: v for k, v in model.init_params_["non_kwargs"].items() if v is not None
-    }
-    entry.setdefault("outputs", {})[key_added] = {"params": params}
+    outputs = entry.setdefault(OUTPUT_KEYS.UNS_OUTPUTS, {})
+    outputs[key_added] = {"params": params, **model.provenance()}

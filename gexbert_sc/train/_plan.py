@@ -1,4 +1,4 @@
-"""Lightning training plan: masked validation, AdamW with warm-up and cosine decay."""
+"""Lightning training plan: the module's encodings, one generator, AdamW with warm-up + cosine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import math
 import torch
 from scvi.train import TrainingPlan
 
+from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.module import GexBERTModule
+
+#: Key of the training generator state in a Lightning checkpoint.
+RNG_STATE_KEY = "gexbert_generator_state"
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -33,13 +37,24 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 class GexBERTTrainingPlan(TrainingPlan):
-    """Training plan for :class:`~gexbert_sc.module.GexBERTModule`.
+    """Training plan for :class:`~gexbert_sc.module.GexBERTModule` and task modules built on it.
 
-    Differs from :class:`scvi.train.TrainingPlan` in three ways: the optimiser is AdamW
-    (``eps=1e-8``, ``weight_decay=0.01``) rather than Adam with ``eps=0.01``; the learning rate
-    warms up linearly over ``warmup_fraction`` of the steps and then follows a cosine decay;
-    and validation hides genes too, so ``validation_loss`` is a real restoration loss (with
-    masking tied to ``module.training`` it would be 0).
+    Differs from :class:`scvi.train.TrainingPlan` in four ways:
+
+    - the optimiser is AdamW (``eps=1e-8``, ``weight_decay=0.01``) rather than Adam with
+      ``eps=0.01``;
+    - the learning rate warms up linearly over ``warmup_fraction`` of the steps, then follows
+      a cosine decay;
+    - the module decides how a step encodes its samples: training steps use
+      ``module.training_encoding``, validation steps ``module.validation_encoding`` (for
+      pretraining both hide genes, so ``validation_loss`` is a real restoration loss);
+    - every random draw of the encoding (context, hidden genes, targets) comes from one
+      :class:`torch.Generator` seeded with ``seed``, whose state is saved in Lightning
+      checkpoints and restored from them. Validation draws from a second generator re-seeded
+      at every validation epoch, so that validation losses of different epochs are computed
+      on the same masks and validating does not shift the training draws. (Dropout, off by
+      default, and the data loader's shuffling draw from torch's global RNG, which
+      Lightning seeds.)
 
     Parameters
     ----------
@@ -51,6 +66,8 @@ class GexBERTTrainingPlan(TrainingPlan):
         AdamW weight decay.
     warmup_fraction
         Fraction of the optimiser steps spent warming up (at most 1,000 steps).
+    seed
+        Seed of the training and validation generators.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
@@ -62,16 +79,62 @@ class GexBERTTrainingPlan(TrainingPlan):
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
+        seed: int = 0,
         **kwargs,
     ):
         kwargs.setdefault("optimizer", "AdamW")
         kwargs.setdefault("eps", 1e-8)
         super().__init__(module, lr=lr, weight_decay=weight_decay, **kwargs)
         self.warmup_fraction = warmup_fraction
+        self.seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+        self._restored_state: torch.Tensor | None = None
+
+    def generator(self, phase: str, device: torch.device) -> torch.Generator:
+        """Return the generator of ``phase`` (``"train"`` or ``"validation"``) on ``device``.
+
+        Created on first use, seeded with ``seed`` (``seed + 1`` for validation); a training
+        generator state loaded from a checkpoint is applied then.
+        """
+        generator = self._generators.get(phase)
+        if generator is None or generator.device != torch.device(device):
+            generator = torch.Generator(device).manual_seed(self.seed + (phase != "train"))
+            if phase == "train" and self._restored_state is not None:
+                generator.set_state(self._restored_state)
+                self._restored_state = None
+            self._generators[phase] = generator
+        return generator
+
+    def forward(self, batch: dict[str, torch.Tensor], **kwargs) -> tuple:
+        """Run the module with the encoding of the current phase and its generator."""
+        if self.module.training:
+            phase, encoding = "train", self.module.training_encoding
+        else:
+            phase, encoding = "validation", self.module.validation_encoding
+        device = batch[REGISTRY_KEYS.X_KEY].device
+        kwargs["inference_kwargs"] = {
+            "encoding": {**encoding, "generator": self.generator(phase, device)},
+            **kwargs.get("inference_kwargs", {}),
+        }
+        return super().forward(batch, **kwargs)
+
+    def on_validation_epoch_start(self) -> None:
+        """Re-seed the validation generator: every epoch validates on the same masks."""
+        self._generators.pop("validation", None)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the training generator's state in a Lightning checkpoint."""
+        if "train" in self._generators:
+            checkpoint[RNG_STATE_KEY] = self._generators["train"].get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the training generator's state from a Lightning checkpoint."""
+        self._restored_state = checkpoint.get(RNG_STATE_KEY)
+        self._generators.pop("train", None)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Compute and log the masked restoration loss on a validation minibatch."""
-        _, _, loss_output = self.forward(batch, inference_kwargs={"apply_mask": True})
+        """Compute and log the loss of a validation minibatch."""
+        _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
         self.log(
             "validation_loss",
             loss_output.loss,

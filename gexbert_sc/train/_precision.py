@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Literal, get_args
 
 import torch
@@ -13,9 +14,32 @@ logger = logging.getLogger(__name__)
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 
 
-@functools.cache
+#: Environment variable that overrides the CPU check: ``"1"`` (treat the CPU as having
+#: native bf16), ``"0"`` (treat it as lacking it). The test suite sets it, so that
+#: ``precision="auto"`` resolves the same on every machine.
+CPU_BF16_ENV = "GEXBERT_CPU_BF16"
+
+
 def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
+
+    ``GEXBERT_CPU_BF16=1`` or ``=0`` in the environment overrides the check.
+
+    Returns
+    -------
+    ``True`` if ``"auto"`` precision should pick bf16 on this CPU.
+    """
+    override = os.environ.get(CPU_BF16_ENV)
+    if override is None:
+        return _cpuinfo_has_bf16()
+    if override not in ("0", "1"):
+        msg = f"`{CPU_BF16_ENV}` must be '0' or '1' when set, got {override!r}."
+        raise ValueError(msg)
+    return override == "1"
+
+
+@functools.cache
+def _cpuinfo_has_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
@@ -53,6 +77,18 @@ def resolve_precision(precision: Precision, on_gpu: bool) -> str:
 
 
 def autocast_context(precision: str, device: torch.device) -> torch.autocast:
-    """Return a :func:`torch.autocast` context matching a resolved Lightning ``precision``."""
+    """Return a :func:`torch.autocast` context matching a resolved Lightning ``precision``.
+
+    Parameters
+    ----------
+    precision
+        A resolved precision (:func:`resolve_precision`).
+    device
+        Device the computation runs on.
+
+    Returns
+    -------
+    An autocast context, disabled for ``"32-true"``.
+    """
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from helpers import TINY_MODEL
 
 from gexbert_sc import GexBERT, tl
-from gexbert_sc.model._memory import (
+from gexbert_sc.model.base._memory import (
     activation_bytes_per_sample,
     batch_size_for_budget,
     parse_memory_budget,
@@ -43,7 +43,7 @@ def test_batch_size_is_the_largest_that_fits():
 
 def test_memory_budget_picks_the_batch_size_without_changing_the_result(trained_model, caplog):
     z = trained_model.get_latent_representation(batch_size=120)
-    with caplog.at_level("INFO", logger="gexbert_sc.model._gexbert"):
+    with caplog.at_level("INFO", logger="gexbert_sc.model.base._encoding"):
         z_budget = trained_model.get_latent_representation(memory_budget="200KB")
     assert "fits `memory_budget='200KB'`" in caplog.text
     np.testing.assert_allclose(z_budget, z, rtol=0, atol=1e-5)

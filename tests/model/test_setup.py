@@ -95,11 +95,22 @@ def test_nan_only_gene_is_refused_at_training(counts_adata):
     ("kwargs", "match"),
     [
         ({"d_model": 0}, "`d_model` must be a positive integer"),
-        ({"n_levels": 2}, "`n_levels` must be at least 3"),
-        ({"mask_ratio": 1.0}, r"`mask_ratio` must be in \(0, 1\)"),
+        ({"d_model": 10, "n_heads": 4}, r"`d_model` \(10\) must be divisible by `n_heads` \(4\)"),
+        ({"n_layers": 1.5}, "`n_layers` must be a positive integer, got 1.5"),
+        ({"n_decoder_layers": 0}, "`n_decoder_layers` must be a positive integer, got 0"),
+        ({"n_context": True}, "`n_context` must be a positive integer, got True"),
+        ({"n_levels": 2}, "`n_levels` must be an integer of at least 3"),
+        ({"mask_ratio": 1.0}, r"`mask_ratio` must be in \(0, 1\), got 1.0"),
+        ({"dropout": 1.5}, r"`dropout` must be in \[0, 1\), got 1.5"),
+        ({"bottleneck_weight": -1}, "`bottleneck_weight` must be a finite number >= 0, got -1"),
+        ({"bottleneck_weight": float("nan")}, "`bottleneck_weight` must be a finite number"),
+        ({"seed": "1"}, "`seed` must be an integer or None, got '1'"),
     ],
 )
-def test_constructor_validates_arguments(counts_adata, kwargs, match):
+def test_constructor_validates_arguments_before_any_computation(counts_adata, kwargs, match):
+    # a gene without any observed value would fail the statistics fit: the argument check
+    # must come first
+    counts_adata.X[:, 3] = np.nan
     GexBERT.setup_anndata(counts_adata)
     with pytest.raises(ValueError, match=match):
         GexBERT(counts_adata, **{**TINY_MODEL, **kwargs})

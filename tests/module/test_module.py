@@ -4,6 +4,7 @@ import torch
 from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.module import GexBERTModule
 from gexbert_sc.module._attention import MultiHeadAttention
+from gexbert_sc.module._masking import draw_targets, hide_tokens
 
 
 def _module(**kwargs) -> GexBERTModule:
@@ -37,15 +38,14 @@ def test_training_targets_are_observed_genes_the_encoder_did_not_see():
 
 
 def test_hidden_tokens_and_targets():
-    module = _module(mask_ratio=0.25)
     valid = torch.ones(2, 12, dtype=torch.bool)
     valid[1, 6:] = False
-    hidden = module._hide(valid)
+    hidden = hide_tokens(valid, 0.25)
     assert hidden[0].sum() == 3 and not hidden[1, 6:].any()
     y = torch.rand(2, 30)
     observed = torch.ones(2, 30, dtype=torch.bool)
     gene_idx = torch.arange(12).expand(2, 12)
-    targets = module._draw_targets(y, observed, gene_idx, valid, hidden)
+    targets = draw_targets(y, observed, gene_idx, valid, hidden)
     idx = targets[MODULE_KEYS.TARGET_IDX_KEY]
     for row in range(2):
         visible = set(gene_idx[row][valid[row] & ~hidden[row]].tolist())

@@ -19,9 +19,11 @@ def test_embed_writes_obsm_and_provenance(trained_model):
     np.testing.assert_array_equal(
         adata.obsm["X_gexbert"], trained_model.get_latent_representation()
     )
-    params = adata.uns["gexbert"]["outputs"]["X_gexbert"]["params"]
-    assert params == {"batch_size": None, "memory_budget": None}
-    assert adata.uns["gexbert"]["model_init_params"]["d_model"] == TINY_MODEL["d_model"]
+    record = adata.uns["gexbert"]["outputs"]["X_gexbert"]
+    assert record["params"] == {"batch_size": None, "memory_budget": None, "precision": "32-true"}
+    assert record["model"] == "GexBERT"
+    assert record["model_params"]["d_model"] == TINY_MODEL["d_model"]
+    assert "input=counts" in record["summary"]
     sc.pp.neighbors(adata, use_rep="X_gexbert", n_neighbors=5)
     assert "connectivities" in adata.obsp
 

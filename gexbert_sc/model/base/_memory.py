@@ -7,16 +7,17 @@ chunk of genes at a time. Their activation memory per sample is estimated, in va
 
 .. math::
 
-    m = 12 G + 14 T d + 2 h T^2
-        + \mathbb{1}[Q > 0] \left( q\,(12 d + 2 h T) + 2 T d + 10 Q \right),
+    m = 12 G + (6 + 2f)\, T d + 2 h T^2
+        + \mathbb{1}[Q > 0] \left( q\,((4 + 2f)\, d + 2 h T) + 2 T d + 10 Q \right),
 
 with :math:`G` genes in the vocabulary (the dense input row and its temporaries: about 10 values
 per gene measured), :math:`T = 1 + \min(L, G)` encoder tokens for an inference context
 :math:`L`, width :math:`d`, :math:`h` heads, :math:`Q` genes to restore and :math:`q=\min(Q,c)`
-queries decoded at once for a query chunk size :math:`c`. ``14 T d`` covers the live tensors of
-one encoder block (residual, normalised input, query/key/value, attention output, two ``4d``
-feed-forward tensors); ``2 h T^2`` the attention scores and weights of the unfused (math)
-attention path, so the estimate is an upper bound whichever attention kernel runs; the query
+queries decoded at once for a query chunk size :math:`c`, and the feed-forward factor
+:math:`f` (``FFN_FACTOR`` = 4, so ``14 T d`` and ``12 d``). ``(6 + 2f) T d`` covers the live
+tensors of one encoder block (residual, normalised input, query/key/value, attention output,
+two ``f d`` feed-forward tensors); ``2 h T^2`` the attention scores and weights of the unfused
+(math) attention path, so the estimate is an upper bound whichever attention kernel runs; the query
 terms are the same for the decoder's chunk, plus the keys/values of the memory and the restored
 values (with the running sums of :func:`gexbert_sc.tl.impute`'s ``n_samples`` spread). The batch
 size is the largest whose ``batch_size × m × 4`` bytes fit the budget.
@@ -29,6 +30,9 @@ from __future__ import annotations
 
 import math
 import re
+
+from gexbert_sc._constants import QUERY_CHUNK_SIZE
+from gexbert_sc.module import FFN_FACTOR
 
 BYTES_PER_VALUE = 4
 
@@ -93,7 +97,7 @@ def activation_bytes_per_sample(
     n_heads: int,
     n_context: int,
     n_query: int = 0,
-    query_chunk_size: int = 1024,
+    query_chunk_size: int = QUERY_CHUNK_SIZE,
 ) -> int:
     """Estimated inference activation memory of one sample, in bytes (module docstring).
 
@@ -111,10 +115,14 @@ def activation_bytes_per_sample(
         Genes decoded at once.
     """
     tokens = 1 + min(n_context, n_vars)
-    values = 12 * n_vars + 14 * tokens * d_model + 2 * n_heads * tokens**2
+    # live tensors of one block: 6 of width d (residual, normalised input, q, k, v, attention
+    # output) for the encoder, 4 for a decoder query, plus the two feed-forward tensors
+    encoder_widths = 6 + 2 * FFN_FACTOR
+    decoder_widths = 4 + 2 * FFN_FACTOR
+    values = 12 * n_vars + encoder_widths * tokens * d_model + 2 * n_heads * tokens**2
     if n_query > 0:
         chunk = min(query_chunk_size, n_query)
-        values += chunk * (12 * d_model + 2 * n_heads * tokens)
+        values += chunk * (decoder_widths * d_model + 2 * n_heads * tokens)
         values += 2 * tokens * d_model + 10 * n_query
     return BYTES_PER_VALUE * values
 

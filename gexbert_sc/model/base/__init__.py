@@ -1,0 +1,17 @@
+"""The GexBERT model family's base class and mixins (shared by every model class)."""
+
+from gexbert_sc.model.base._base import GexBERTBase
+from gexbert_sc.model.base._checks import check_architecture
+from gexbert_sc.model.base._encoding import EncodingMixin
+from gexbert_sc.model.base._restoration import Imputation, RestorationMixin
+from gexbert_sc.model.base._training import TrainingMixin, default_max_epochs
+
+__all__ = [
+    "EncodingMixin",
+    "GexBERTBase",
+    "Imputation",
+    "RestorationMixin",
+    "TrainingMixin",
+    "check_architecture",
+    "default_max_epochs",
+]

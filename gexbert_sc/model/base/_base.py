@@ -1,0 +1,280 @@
+"""What every GexBERT model shares: construction from statistics or a registry, genes, load."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scvi
+import torch
+from scvi.model.base import BaseModelClass
+
+from gexbert_sc._constants import REGISTRY_KEYS
+from gexbert_sc.data import check_var_names, fit_expression_statistics, resolve_input_scale
+from gexbert_sc.data._matrix import registered_values
+from gexbert_sc.data._validation import expression_data
+from gexbert_sc.module import GexBERTModule
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from anndata import AnnData
+    from mudata import MuData
+
+logger = logging.getLogger(__name__)
+
+
+class GexBERTBase(BaseModelClass):
+    """Base of the GexBERT model family (not used directly; see :class:`~gexbert_sc.GexBERT`).
+
+    A subclass checks its hyper-parameters, then calls ``super().__init__(adata, registry,
+    seed=..., module_kwargs=...)``. The per-gene statistics (library shares, bin edges, means,
+    principal axes) are fitted on ``adata`` **only when no registry is passed**: :meth:`load`
+    and :meth:`_from_pretrained` pass one and then load the saved or pretrained weights,
+    statistics included, so a model can be built on an AnnData that measured only a panel of
+    the vocabulary.
+
+    Parameters
+    ----------
+    adata
+        AnnData (or MuData) set up with the subclass's ``setup_anndata``.
+    registry
+        Registry of a saved or pretrained model; statistics are fitted only without it.
+    seed
+        Seed of weight initialisation and training; ``None`` uses ``scvi.settings.seed``
+        if it is set, else 0.
+    module_kwargs
+        Arguments of the module class besides ``n_vars``, ``n_batch`` and statistics.
+    """
+
+    _module_cls = GexBERTModule
+
+    def __init__(
+        self,
+        adata: AnnData | MuData | None,
+        registry: dict | None,
+        *,
+        seed: int | None,
+        module_kwargs: dict[str, Any],
+    ):
+        if adata is not None and registry is not None:
+            check_var_names(
+                expression_data(adata, registry["setup_args"]).var_names,
+                _registered_genes(registry),
+            )
+        super().__init__(adata, registry)
+        if seed is None:
+            seed = scvi.settings.seed if scvi.settings.seed is not None else 0
+        self.seed_ = int(seed)
+        statistics: dict[str, Any] = {}
+        if registry is None and adata is not None:
+            statistics = self._fit_statistics(module_kwargs["n_levels"], module_kwargs["d_model"])
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed_)
+            self.module = self._module_cls(
+                n_vars=self.summary_stats.n_vars,
+                n_batch=self.summary_stats.n_batch,
+                **module_kwargs,
+                **statistics,
+            )
+
+    def _fit_statistics(self, n_levels: int, d_model: int) -> dict[str, Any]:
+        """Fit the per-gene statistics on the registered data (seed 0, whatever ``seed``).
+
+        The statistics describe the data, not a training run, so models of different seeds
+        on the same data share them.
+        """
+        manager = self.adata_manager
+        matrix, missing = registered_values(manager)
+        input_scale = manager.registry["setup_args"]["input_scale"]
+        is_counts = resolve_input_scale(matrix, input_scale) == "counts"
+        stats = fit_expression_statistics(
+            matrix, missing, is_counts, n_levels, np.asarray(self.var_names), n_axes=d_model, seed=0
+        )
+        return {
+            "is_counts": is_counts,
+            "gene_share": torch.from_numpy(stats.gene_share),
+            "bin_edges": torch.from_numpy(stats.bin_edges),
+            "gene_mean": torch.from_numpy(stats.gene_mean),
+            "principal_axes": torch.from_numpy(stats.principal_axes),
+        }
+
+    @classmethod
+    def _from_pretrained(
+        cls, pretrained: GexBERTBase, adata: AnnData | MuData | None = None, **init_kwargs: Any
+    ) -> Self:
+        """Build a model of this class on a pretrained one, as ``SCANVI.from_scvi_model`` does.
+
+        ``cls(adata, pretrained.registry_, **hyper-parameters)`` (no statistics are fitted),
+        then the pretrained weights, statistics included, are loaded (``strict=False``: a
+        head's parameters keep their initialisation). Task models call this from their
+        ``from_gexbert_model``.
+
+        Parameters
+        ----------
+        pretrained
+            A trained model of the family.
+        adata
+            Set-up data with the pretrained model's genes in its order (a panel aligned with
+            :func:`gexbert_sc.data.align_genes` works); default: the pretrained model's.
+        **init_kwargs
+            Constructor arguments of ``cls`` besides the pretrained hyper-parameters.
+
+        Returns
+        -------
+        The new model, untrained (``is_trained`` is ``False``).
+        """
+        pretrained._check_if_trained(warn=False)
+        adata = pretrained.adata if adata is None else adata
+        model = cls(adata, pretrained.registry_, **{**pretrained.hparams, **init_kwargs})
+        model.module.load_state_dict(pretrained.module.state_dict(), strict=False)
+        return model
+
+    # ------------------------------------------------------------------ description
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """Constructor arguments of this model (hyper-parameters and ``seed``)."""
+        params = dict(self.init_params_["non_kwargs"])
+        params["seed"] = self.seed_
+        return params
+
+    @property
+    def _model_summary_string(self) -> str:
+        """One-line description, read from the module (so it holds for loaded models too)."""
+        names = ("d_model", "n_layers", "n_heads", "n_levels", "n_context")
+        described = ", ".join(f"{k}={self.hparams[k]}" for k in names if k in self.hparams)
+        scale = "counts" if bool(self.module.input_is_counts) else "log"
+        return (
+            f"{type(self).__name__} model with {described}, "
+            f"genes={self.summary_stats.n_vars}, input={scale}"
+        )
+
+    @_model_summary_string.setter
+    def _model_summary_string(self, value: str) -> None:
+        # scvi-tools' constructor assigns an empty string; the summary is derived instead
+        pass
+
+    def provenance(self) -> dict[str, Any]:
+        """Describe this model for the provenance record of an output.
+
+        Returns
+        -------
+        ``{"model": class name, "summary": one line, "model_params": hyper-parameters}``,
+        with ``None`` values left out (written to ``uns`` by the ``tl`` functions).
+        """
+        return {
+            "model": type(self).__name__,
+            "summary": self._model_summary_string,
+            "model_params": {k: v for k, v in self.hparams.items() if v is not None},
+        }
+
+    # ------------------------------------------------------------------ genes and data
+    @property
+    def var_names(self) -> pd.Index:
+        """Genes of the model's vocabulary, in order."""
+        return pd.Index(_registered_genes(self.registry_))
+
+    def expression_of(self, data: AnnData | MuData) -> AnnData:
+        """Return the AnnData that holds the model's expression values in ``data``.
+
+        Parameters
+        ----------
+        data
+            An AnnData (returned as is) or a MuData laid out as the model's (its expression
+            modality is returned).
+
+        Returns
+        -------
+        The AnnData whose ``layers`` receive restored values.
+        """
+        return expression_data(data, self.registry_["setup_args"])
+
+    def _validate_anndata(
+        self, adata: AnnData | MuData | None = None, copy_if_view: bool = True
+    ) -> AnnData | MuData:
+        if adata is not None:
+            check_var_names(self.expression_of(adata).var_names, self.var_names)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _gene_indices(self, genes: Sequence[str] | None) -> np.ndarray:
+        """Positions of ``genes`` in the vocabulary (all genes for ``None``)."""
+        if genes is None:
+            return np.arange(len(self.var_names))
+        positions = self.var_names.get_indexer(pd.Index(genes))
+        if (positions < 0).any():
+            unknown = [g for g, p in zip(genes, positions, strict=True) if p < 0]
+            msg = (
+                f"`genes` holds {len(unknown)} genes unknown to the model "
+                f"(e.g. {unknown[:5]}); the model knows {len(self.var_names)} genes."
+            )
+            raise KeyError(msg)
+        return positions
+
+    def _n_rows(self, adata: AnnData | MuData | None, indices: Sequence[int] | None) -> int:
+        """Return how many samples a getter returns: ``len(indices)``, else all of ``adata``."""
+        if indices is not None:
+            return len(indices)
+        return (self.adata if adata is None else adata).n_obs
+
+    def _check_if_trained(self, warn: bool = False, message: str | None = None) -> bool:
+        """Whether the model is trained; if not, raise a :class:`RuntimeError` (or warn)."""
+        if self.is_trained_:
+            return True
+        msg = message or (
+            f"The {type(self).__name__} model is not trained yet; run `model.train()` first."
+        )
+        if warn:
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            return False
+        raise RuntimeError(msg)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | MuData | None = None, **kwargs: Any) -> Self:
+        """Load a saved model, refusing data whose genes differ from the model's.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            Data to attach; its genes must equal the model's genes in the same order (align
+            with :func:`gexbert_sc.data.align_genes`). ``None`` loads the AnnData saved with
+            the model; ``False`` loads without data.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+
+        Returns
+        -------
+        The loaded model; its outputs are bit-identical to the saved model's.
+
+        Raises
+        ------
+        ValueError
+            If ``adata``'s genes differ from the model's or are in another order.
+        """
+        if adata is not None and adata is not False:
+            registry = cls.load_registry(dir_path, prefix=kwargs.get("prefix"))
+            expression = expression_data(adata, registry["setup_args"])
+            check_var_names(expression.var_names, _registered_genes(registry))
+        try:
+            return super().load(dir_path, adata=adata, **kwargs)
+        except RuntimeError as error:
+            if "state_dict" not in str(error):
+                raise
+            first_line = str(error).strip().splitlines()[0]
+            msg = (
+                f"The weights in {dir_path!r} do not fit this version's {cls.__name__} "
+                f"({first_line}): the model was saved by another gexbert_sc version or model "
+                "class. Load it with the version and class that saved it, or train anew."
+            )
+            raise ValueError(msg) from error
+
+
+def _registered_genes(registry: dict) -> list[str]:
+    """Return the gene names of a registry's expression field, in order."""
+    state = registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
+    return list(state["column_names"])

@@ -1,0 +1,96 @@
+"""Checks of a model's hyper-parameters, run before any computation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def check_positive_integers(**values: Any) -> None:
+    """Raise a :class:`ValueError` naming the first argument that is not a positive integer.
+
+    Parameters
+    ----------
+    **values
+        Argument names and values.
+    """
+    for name, value in values.items():
+        if not _is_integer(value) or value < 1:
+            msg = f"`{name}` must be a positive integer, got {value!r}."
+            raise ValueError(msg)
+
+
+def check_fraction(name: str, value: Any, *, closed_low: bool) -> None:
+    """Raise a :class:`ValueError` unless ``value`` is in ``[0, 1)`` (``closed_low``) or ``(0, 1)``.
+
+    Parameters
+    ----------
+    name
+        Argument name, for the message.
+    value
+        The value to check.
+    closed_low
+        Whether 0 is allowed.
+    """
+    low_ok = value >= 0 if closed_low else value > 0
+    if not isinstance(value, int | float | np.floating) or not (low_ok and value < 1):
+        interval = "[0, 1)" if closed_low else "(0, 1)"
+        msg = f"`{name}` must be in {interval}, got {value!r}."
+        raise ValueError(msg)
+
+
+def check_architecture(
+    *,
+    d_model: int,
+    n_layers: int,
+    n_decoder_layers: int,
+    n_heads: int,
+    n_levels: int,
+    n_context: int,
+    n_inference_context: int,
+    mask_ratio: float,
+    bottleneck_weight: float,
+    dropout: float,
+    seed: int | None,
+) -> None:
+    """Check every hyper-parameter of :class:`~gexbert_sc.GexBERT` (see its docstring).
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, the value found and what was expected.
+    """
+    check_positive_integers(
+        d_model=d_model,
+        n_layers=n_layers,
+        n_decoder_layers=n_decoder_layers,
+        n_heads=n_heads,
+        n_context=n_context,
+        n_inference_context=n_inference_context,
+    )
+    if d_model % n_heads:
+        msg = f"`d_model` ({d_model}) must be divisible by `n_heads` ({n_heads})."
+        raise ValueError(msg)
+    if not _is_integer(n_levels) or n_levels < 3:
+        msg = (
+            f"`n_levels` must be an integer of at least 3 (zero level + 2 bins), got {n_levels!r}."
+        )
+        raise ValueError(msg)
+    check_fraction("mask_ratio", mask_ratio, closed_low=False)
+    check_fraction("dropout", dropout, closed_low=True)
+    if (
+        not isinstance(bottleneck_weight, int | float | np.floating)
+        or not math.isfinite(bottleneck_weight)
+        or bottleneck_weight < 0
+    ):
+        msg = f"`bottleneck_weight` must be a finite number >= 0, got {bottleneck_weight!r}."
+        raise ValueError(msg)
+    if seed is not None and not _is_integer(seed):
+        msg = f"`seed` must be an integer or None, got {seed!r}."
+        raise ValueError(msg)

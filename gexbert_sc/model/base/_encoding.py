@@ -1,0 +1,189 @@
+"""Minibatch loop and encoder getters shared by the GexBERT model family."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE
+from gexbert_sc.model.base._heap import release_free_heap
+from gexbert_sc.model.base._memory import batch_size_for_budget
+from gexbert_sc.train import Precision, autocast_context, resolve_precision
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from anndata import AnnData
+    from mudata import MuData
+
+logger = logging.getLogger(__name__)
+
+
+class EncodingMixin:
+    """Minibatches, memory budgets and the ``[CLS]`` embedding, for every GexBERT model.
+
+    Every getter runs the module in eval mode on the fixed, deterministic inference context
+    in fp32 unless ``precision`` asks for reduced precision: the outputs do not depend on the
+    batch size, chunk size, sample order or memory budget, nor on the CPU or GPU they run on
+    (beyond float rounding, below 1e-5). Reduced precision is faster where the hardware has
+    it, at a documented cost in accuracy (see :doc:`/performance`).
+    """
+
+    def minibatches(
+        self,
+        adata: AnnData | MuData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield the registered tensors of ``adata`` one minibatch at a time, in order.
+
+        Parameters
+        ----------
+        adata
+            Data with the model's genes (default: the model's AnnData).
+        indices
+            Samples to read (default: all).
+        batch_size
+            Samples per minibatch (default ``scvi.settings.batch_size``).
+
+        Yields
+        ------
+        Dicts of tensors keyed by :data:`~gexbert_sc._constants.REGISTRY_KEYS`.
+        """
+        adata = self._validate_anndata(adata)
+        yield from self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+
+    def batch_size_for_memory(
+        self,
+        memory_budget: int | str,
+        *,
+        n_query: int = 0,
+        query_chunk_size: int = QUERY_CHUNK_SIZE,
+    ) -> int:
+        """Largest inference batch size whose estimated activations fit ``memory_budget``.
+
+        Parameters
+        ----------
+        memory_budget
+            Bytes, or a string such as ``"2GB"`` or ``"1.5GiB"``.
+        n_query
+            Genes restored per sample (0 for the embedding only).
+        query_chunk_size
+            Genes decoded at once.
+
+        Returns
+        -------
+        The batch size (see :doc:`/performance` for the estimate).
+        """
+        batch_size = batch_size_for_budget(
+            memory_budget,
+            n_vars=self.summary_stats.n_vars,
+            d_model=self.module.d_model,
+            n_heads=self.module.encoder[0].attn.n_heads,
+            n_context=self.module.n_inference_context,
+            n_query=n_query,
+            query_chunk_size=query_chunk_size,
+        )
+        logger.info("Batch size %d fits `memory_budget=%r`.", batch_size, memory_budget)
+        return batch_size
+
+    def _resolve_batch_size(
+        self,
+        batch_size: int | None,
+        memory_budget: int | str | None,
+        n_query: int = 0,
+        query_chunk_size: int = QUERY_CHUNK_SIZE,
+    ) -> int | None:
+        """``batch_size``, or the one :meth:`batch_size_for_memory` picks for the budget."""
+        if memory_budget is None:
+            return batch_size
+        if batch_size is not None:
+            msg = "Pass either `batch_size` or `memory_budget`, not both."
+            raise ValueError(msg)
+        return self.batch_size_for_memory(
+            memory_budget, n_query=n_query, query_chunk_size=query_chunk_size
+        )
+
+    @torch.inference_mode()
+    def _encoded_batches(
+        self,
+        adata: AnnData | MuData | None,
+        indices: Sequence[int] | None,
+        batch_size: int | None,
+        precision: Precision = "32-true",
+        encoding: dict[str, Any] | None = None,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+        """Yield ``(tensors, encoder outputs)`` per minibatch, in eval mode.
+
+        ``encoding`` holds :meth:`~gexbert_sc.module.ExpressionEncoder.encode_samples`
+        arguments (default: the fixed inference context). The autocast context of
+        ``precision`` stays active while the caller works on a yielded batch.
+        """
+        self._check_if_trained()
+        resolved = resolve_precision(precision, on_gpu=self.device.type == "cuda")
+        batches = self.minibatches(adata, indices, batch_size)
+        self.module.eval()
+        with autocast_context(resolved, self.device):
+            for tensors in batches:
+                inputs = self.module._get_inference_input(tensors)
+                yield tensors, self.module.inference(**inputs, encoding=encoding or {})
+                release_free_heap()
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | MuData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        *,
+        memory_budget: int | str | None = None,
+        precision: Precision = "32-true",
+    ) -> npt.NDArray[np.float32]:
+        """Return the ``[CLS]`` sample embedding.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes (default: the training AnnData).
+        indices
+            Samples to embed (default: all).
+        batch_size
+            Samples per minibatch (default ``scvi.settings.batch_size``); the result does not
+            depend on it.
+        memory_budget
+            Instead of ``batch_size``: bytes (or a string such as ``"2GB"``, ``"1.5GiB"``) that
+            the activations of one minibatch may use; the largest batch size that fits is
+            taken (:meth:`batch_size_for_memory`).
+        precision
+            ``"32-true"`` (default: outputs independent of batch size and hardware),
+            ``"bf16-mixed"``, ``"16-mixed"`` or ``"auto"`` (the fastest the hardware runs
+            natively): reduced precision is faster on hardware that has it, and its outputs
+            move by up to the tolerance stated in :doc:`/performance`.
+
+        Returns
+        -------
+        ``(n_samples, d_model)`` float32 array.
+        """
+        batch_size = self._resolve_batch_size(batch_size, memory_budget)
+        # written batch by batch into one array: no per-batch objects outlive their batch
+        latent = np.empty((self._n_rows(adata, indices), self.module.d_model), dtype=np.float32)
+        start = 0
+        for _, out in self._encoded_batches(adata, indices, batch_size, precision):
+            z = out[MODULE_KEYS.Z_KEY].float().cpu().numpy()
+            latent[start : start + len(z)] = z
+            start += len(z)
+        return latent
+
+    def get_gene_embeddings(self) -> pd.DataFrame:
+        """Return the learned gene identity embeddings.
+
+        Returns
+        -------
+        A DataFrame of genes (index: the model's genes) × ``d_model`` columns.
+        """
+        weights = self.module.gene_emb.weight.detach().float().cpu().numpy()
+        return pd.DataFrame(weights, index=self.var_names)

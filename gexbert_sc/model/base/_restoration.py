@@ -1,0 +1,227 @@
+"""Restoration getters shared by the GexBERT model family: imputed values, mask and spread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE, REGISTRY_KEYS
+from gexbert_sc.data._normalization import to_input_scale
+from gexbert_sc.model.base._checks import check_positive_integers
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from anndata import AnnData
+    from mudata import MuData
+
+    from gexbert_sc.train import Precision
+
+
+class Imputation(NamedTuple):
+    """Result of :meth:`RestorationMixin.impute_expression`.
+
+    Attributes
+    ----------
+    values
+        ``(n_samples, n_genes)`` float32 values on the input scale.
+    imputed
+        ``(n_samples, n_genes)`` sparse bool, ``True`` where the input was missing.
+    spread
+        ``(n_samples, n_genes)`` float32 spread of restorations over random contexts, on the
+        model's log scale (``None`` unless ``n_samples`` was given).
+    """
+
+    values: npt.NDArray[np.float32]
+    imputed: sp.csr_matrix
+    spread: npt.NDArray[np.float32] | None
+
+
+class RestorationMixin:
+    """Restore expression with the decoder; for models whose module has ``restore``."""
+
+    @torch.inference_mode()
+    def impute_expression(
+        self,
+        adata: AnnData | MuData | None = None,
+        indices: Sequence[int] | None = None,
+        genes: Sequence[str] | None = None,
+        *,
+        keep_observed: bool = True,
+        batch_size: int | None = None,
+        query_chunk_size: int = QUERY_CHUNK_SIZE,
+        memory_budget: int | str | None = None,
+        n_samples: int | None = None,
+        seed: int = 0,
+        precision: Precision = "32-true",
+    ) -> Imputation:
+        """Restore expression values, with the mask of imputed entries and optionally a spread.
+
+        The outputs are filled one minibatch at a time (no temporary of the full size).
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes (default: the training AnnData).
+        indices
+            Samples to restore (default: all).
+        genes
+            Genes to return (default: all genes of the model).
+        keep_observed
+            Return observed values unchanged and restore only missing ones (``True``), or
+            return the model's restoration for every entry (``False``).
+        batch_size
+            Samples per minibatch (does not change the result).
+        query_chunk_size
+            Genes restored at once; bounds memory at ``batch_size × query_chunk_size`` values
+            without changing the result.
+        memory_budget
+            Instead of ``batch_size``: bytes (or ``"2GB"``, ``"1.5GiB"``) that one minibatch's
+            activations may use (:meth:`batch_size_for_memory`).
+        n_samples
+            If given (at least 2), also restore every sample from ``n_samples`` random
+            contexts drawn as in training (random observed genes, some of them hidden) and
+            return the standard deviation of these restorations: how much a value depends on
+            which observed genes the model reads, **not** a calibrated interval.
+        seed
+            Seed of the random contexts (with ``n_samples``).
+        precision
+            As in :meth:`get_latent_representation` (default fp32).
+
+        Returns
+        -------
+        An :class:`Imputation` ``(values, imputed, spread)``; ``spread`` is 0 on observed
+        entries kept unchanged.
+        """
+        check_positive_integers(query_chunk_size=query_chunk_size)
+        if n_samples is not None and (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, int | np.integer)
+            or n_samples < 2
+        ):
+            msg = f"`n_samples` must be an integer of at least 2, or None, got {n_samples!r}."
+            raise ValueError(msg)
+        gene_idx = torch.as_tensor(self._gene_indices(genes), device=self.device)
+        batch_size = self._resolve_batch_size(
+            batch_size, memory_budget, len(gene_idx), query_chunk_size
+        )
+        values = np.empty((self._n_rows(adata, indices), len(gene_idx)), dtype=np.float32)
+        spread = np.empty_like(values) if n_samples else None
+        generator = torch.Generator(self.device).manual_seed(seed)
+        missing, start = [], 0
+        for tensors, out in self._encoded_batches(adata, indices, batch_size, precision):
+            restored = self._restore(out, gene_idx, query_chunk_size)
+            block = to_input_scale(
+                restored, out[MODULE_KEYS.SIZE_FACTOR_KEY], bool(self.module.input_is_counts)
+            )
+            observed = out[MODULE_KEYS.OBSERVED_KEY][:, gene_idx]
+            if keep_observed:
+                x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
+                block = torch.where(observed, x, block)
+            stop = start + block.shape[0]
+            values[start:stop] = block.cpu().numpy()
+            missing.append(sp.csr_matrix(~observed.cpu().numpy()))
+            if spread is not None:
+                std = self._spread(
+                    tensors, restored, gene_idx, query_chunk_size, n_samples, generator
+                )
+                if keep_observed:
+                    std = torch.where(observed, 0.0, std)
+                spread[start:stop] = std.cpu().numpy()
+            start = stop
+        return Imputation(values, sp.vstack(missing, format="csr"), spread)
+
+    @torch.inference_mode()
+    def get_imputed_expression(
+        self,
+        adata: AnnData | MuData | None = None,
+        indices: Sequence[int] | None = None,
+        genes: Sequence[str] | None = None,
+        *,
+        keep_observed: bool = True,
+        batch_size: int | None = None,
+        query_chunk_size: int = QUERY_CHUNK_SIZE,
+        memory_budget: int | str | None = None,
+        precision: Precision = "32-true",
+        return_numpy: bool = False,
+    ) -> pd.DataFrame | npt.NDArray[np.float32]:
+        """Restore expression values from each sample's observed genes.
+
+        Parameters
+        ----------
+        adata, indices, genes, keep_observed, batch_size, query_chunk_size, memory_budget, precision
+            As in :meth:`impute_expression`.
+        return_numpy
+            Return an array instead of a DataFrame.
+
+        Returns
+        -------
+        ``(n_samples, n_genes)`` float32 values on the input scale (counts in → expected
+        counts out, scaled to each sample's library; log values in → log values out).
+        """
+        result = self.impute_expression(
+            adata,
+            indices,
+            genes,
+            keep_observed=keep_observed,
+            batch_size=batch_size,
+            query_chunk_size=query_chunk_size,
+            memory_budget=memory_budget,
+            precision=precision,
+        )
+        if return_numpy:
+            return result.values
+        data = self.adata if adata is None else adata
+        obs_names = data.obs_names if indices is None else data.obs_names[np.asarray(indices)]
+        return pd.DataFrame(
+            result.values, index=obs_names, columns=self.var_names[self._gene_indices(genes)]
+        )
+
+    def _restore(
+        self, out: dict[str, torch.Tensor], gene_idx: torch.Tensor, query_chunk_size: int
+    ) -> torch.Tensor:
+        """Log-scale restoration ``(B, G)`` of genes ``gene_idx``, a chunk of genes at a time."""
+        chunks = [
+            self.module.restore(
+                out[MODULE_KEYS.MEMORY_KEY],
+                out[MODULE_KEYS.MEMORY_PAD_KEY],
+                chunk,
+                out[MODULE_KEYS.BATCH_KEY],
+            ).float()
+            for chunk in gene_idx.split(query_chunk_size)
+        ]
+        return torch.cat(chunks, dim=1)
+
+    def _spread(
+        self,
+        tensors: dict[str, torch.Tensor],
+        center: torch.Tensor,
+        gene_idx: torch.Tensor,
+        query_chunk_size: int,
+        n_samples: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Return the standard deviation of a minibatch's restorations over random contexts.
+
+        Sums are taken of differences to ``center`` (the deterministic restoration), which
+        keeps the one-pass variance accurate.
+        """
+        inputs = self.module._get_inference_input(tensors)
+        encoding = {
+            "context": "random",
+            "hide_fraction": self.module.mask_ratio,
+            "generator": generator,
+        }
+        total = torch.zeros_like(center, dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        for _ in range(n_samples):
+            out = self.module.inference(**inputs, encoding=encoding)
+            diff = (self._restore(out, gene_idx, query_chunk_size) - center).double()
+            total += diff
+            total_sq += diff.square()
+        variance = (total_sq - total.square() / n_samples) / (n_samples - 1)
+        return variance.clamp_min(0.0).sqrt().float()

@@ -1,0 +1,331 @@
+"""The GexBERT encoder: expression tokens, context choice, profile summary and ``[CLS]`` encoder."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+
+from gexbert_sc._constants import MODULE_KEYS
+from gexbert_sc.data._normalization import to_model_scale
+from gexbert_sc.module._attention import EncoderBlock
+from gexbert_sc.module._masking import draw_targets as draw_restoration_targets
+from gexbert_sc.module._masking import hide_tokens
+
+ContextPolicy = Literal["fixed", "random"]
+
+
+class ExpressionEncoder(nn.Module):
+    """Tokenise expression profiles and encode ``[CLS]`` + context genes (see :doc:`/design`).
+
+    A token is a gene embedding plus the embedding of the gene's binned expression level
+    (level 0 is reserved for exact zeros; level ``n_levels`` is the learned *missing*
+    embedding), plus the gene's centred log value times a per-gene *value* vector. ``[CLS]``
+    starts from a linear projection of the whole observed profile (``profile_proj``,
+    initialised with the data's principal axes). Context genes are drawn non-zero first. The
+    ``[CLS]`` output is the sample embedding.
+
+    Parameters
+    ----------
+    n_vars
+        Vocabulary size (number of genes).
+    d_model
+        Token width.
+    n_layers
+        Encoder blocks.
+    n_heads
+        Attention heads.
+    n_levels
+        Expression levels including the zero level (the missing level comes on top).
+    n_context
+        Observed genes per sample in a random context (training).
+    n_inference_context
+        Observed genes per sample in the fixed context (inference; chosen by a fixed gene
+        priority, so the same input always gives the same output).
+    dropout
+        Dropout rate in attention and feed-forward layers.
+    is_counts
+        Whether input values are counts (size-factor normalised and log1p'd inside).
+    gene_share, bin_edges, gene_mean, principal_axes
+        Fitted :class:`~gexbert_sc.data.ExpressionStatistics` arrays; placeholders when
+        ``None`` (a loaded or pretrained model overwrites them from its state dict).
+        ``principal_axes`` initialises the trainable profile projection.
+    """
+
+    def __init__(
+        self,
+        n_vars: int,
+        *,
+        d_model: int = 128,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        n_levels: int = 32,
+        n_context: int = 256,
+        n_inference_context: int = 1024,
+        dropout: float = 0.0,
+        is_counts: bool = False,
+        gene_share: torch.Tensor | None = None,
+        bin_edges: torch.Tensor | None = None,
+        gene_mean: torch.Tensor | None = None,
+        principal_axes: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.n_vars = n_vars
+        self.n_levels = n_levels
+        self.n_context = n_context
+        self.n_inference_context = n_inference_context
+        self._register_statistics(is_counts, gene_share, bin_edges, gene_mean)
+        self.gene_emb = nn.Embedding(n_vars, d_model)
+        self.value_emb = nn.Embedding(n_vars, d_model)
+        self.level_emb = nn.Embedding(n_levels + 1, d_model)
+        self.profile_proj = nn.Parameter(
+            torch.randn(n_vars, d_model) if principal_axes is None else principal_axes.clone()
+        )
+        self.cls_token = nn.Parameter(torch.zeros(d_model))
+        self.encoder = nn.ModuleList(
+            EncoderBlock(d_model, n_heads, dropout) for _ in range(n_layers)
+        )
+        self.encoder_norm = nn.LayerNorm(d_model)
+        for weight in (self.gene_emb.weight, self.level_emb.weight, self.value_emb.weight):
+            nn.init.normal_(weight, std=0.02)
+
+    def _register_statistics(
+        self,
+        is_counts: bool,
+        gene_share: torch.Tensor | None,
+        bin_edges: torch.Tensor | None,
+        gene_mean: torch.Tensor | None,
+    ) -> None:
+        n_vars, n_edges = self.n_vars, self.n_levels - 2
+        self.register_buffer("input_is_counts", torch.tensor(bool(is_counts)))
+        self.register_buffer(
+            "gene_share",
+            torch.full((n_vars,), 1.0 / n_vars) if gene_share is None else gene_share.float(),
+        )
+        self.register_buffer(
+            "bin_edges",
+            torch.zeros(n_vars, n_edges) if bin_edges is None else bin_edges.float(),
+        )
+        self.register_buffer(
+            "gene_mean", torch.zeros(n_vars) if gene_mean is None else gene_mean.float()
+        )
+        # A fixed gene order decides which observed genes are read at inference when a sample
+        # has more than `n_inference_context`; it never depends on the global RNG.
+        priority = torch.randperm(n_vars, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("gene_priority", priority.float() / n_vars)
+
+    @property
+    def d_model(self) -> int:
+        """Token width (the size of the sample embedding)."""
+        return self.cls_token.shape[0]
+
+    # ------------------------------------------------------------------ tokens
+    def prepare_values(
+        self, x: torch.Tensor, missing: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return log-scale values, the observed mask and size factors of raw inputs ``x``."""
+        observed = ~torch.isnan(x)
+        if missing is not None:
+            observed &= missing < 0.5
+        y, factors = to_model_scale(x, observed, self.gene_share, bool(self.input_is_counts))
+        return y, observed, factors
+
+    def select_context(
+        self,
+        observed: torch.Tensor,
+        nonzero: torch.Tensor,
+        size: int,
+        random: bool,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pick up to ``size`` observed genes per sample, non-zero genes first.
+
+        Sparse single-cell profiles are mostly zeros: a uniform draw of 128 of 4,000 genes
+        carries little information, so non-zero genes are taken first (in random order drawn
+        from ``generator`` when ``random``, by the fixed ``gene_priority`` otherwise) and zeros
+        fill what remains.
+
+        Returns ``(gene_idx, valid)``, both ``(B, L)``; ``valid`` is ``False`` on padding. In
+        the fixed context zeros fill only up to the training context size ``n_context`` and
+        ``L`` is trimmed to the longest context in the batch.
+        """
+        if random:
+            priority = torch.rand(observed.shape, device=observed.device, generator=generator)
+        else:
+            priority = self.gene_priority.expand_as(observed)
+        priority = torch.where(observed, priority + nonzero.to(priority.dtype), -1.0)
+        n_take = min(size, observed.shape[1])
+        scores, gene_idx = priority.topk(n_take, dim=1, sorted=True)
+        valid = scores >= 0
+        if not random:
+            # zeros fill the context only up to the training size, as they did in training:
+            # a cell is read through all its non-zero genes (up to `size` here) but never
+            # through hundreds of zero tokens it was not trained on
+            n_nonzero = nonzero.sum(dim=1, keepdim=True)
+            position = torch.arange(n_take, device=valid.device)
+            valid &= position < torch.clamp(n_nonzero, min=self.n_context)
+            n_keep = max(int(valid.sum(dim=1).max()), 1)
+            gene_idx, valid = gene_idx[:, :n_keep], valid[:, :n_keep]
+        return gene_idx, valid
+
+    def profile_summary(self, y: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
+        """Linear projection of the centred log profile over the genes marked in ``include``.
+
+        ``profile_proj`` is stored multiplied by ``sqrt(n_vars)`` (so that AdamW refines its
+        entries instead of erasing them); with the factor ``sqrt(n_vars) / n_included`` the
+        projection is rescaled by ``n_vars / n_included``, so that a partly observed profile
+        projects to the same scale as a complete one (missing genes count as their mean).
+        """
+        centred = torch.where(include, y - self.gene_mean, 0.0)
+        scale = self.n_vars**0.5 / include.sum(dim=1, keepdim=True).clamp_min(1)
+        return (centred @ self.profile_proj) * scale
+
+    def expression_levels(self, values: torch.Tensor, gene_idx: torch.Tensor) -> torch.Tensor:
+        """Bin log-scale ``values`` of genes ``gene_idx`` (same shape) into level ids."""
+        edges = self.bin_edges[gene_idx]
+        levels = 1 + (values.unsqueeze(-1) > edges).sum(dim=-1)
+        return torch.where(values == 0, torch.zeros_like(levels), levels)
+
+    # ------------------------------------------------------------------ encoder
+    def encode(
+        self,
+        gene_idx: torch.Tensor,
+        values: torch.Tensor,
+        valid: torch.Tensor,
+        summary: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run the encoder over ``[CLS]`` + context tokens.
+
+        Parameters
+        ----------
+        gene_idx, values, valid
+            ``(B, L)`` context genes, their log-scale values, and ``False`` on padding.
+        summary
+            ``(B, d)`` profile summary added to ``[CLS]``.
+        hidden
+            ``(B, L)`` bool, tokens whose value is replaced by the missing embedding.
+        return_attention
+            Also return the ``[CLS]`` attention weights of every block.
+
+        Returns
+        -------
+        ``(memory, padding, attention)``: ``(B, 1 + L, d)`` normalised encoder output
+        (``[CLS]`` first), the ``(B, 1 + L)`` padding mask, and ``(B, n_layers, n_heads,
+        1 + L)`` ``[CLS]`` attention weights (``None`` unless ``return_attention``).
+        """
+        levels = self.expression_levels(values, gene_idx)
+        centred = values - self.gene_mean[gene_idx]
+        if hidden is not None:
+            levels = torch.where(hidden, self.n_levels, levels)
+            centred = torch.where(hidden, 0.0, centred)
+        value_part = centred.unsqueeze(-1) * self.value_emb(gene_idx)
+        tokens = self.gene_emb(gene_idx) + self.level_emb(levels) + value_part
+        cls = (self.cls_token + summary).unsqueeze(1)
+        h = torch.cat([cls, tokens], dim=1)
+        padding = torch.cat([valid.new_zeros(valid.shape[0], 1), ~valid], dim=1)
+        weights = []
+        for block in self.encoder:
+            if return_attention:
+                h, block_weights = block(h, padding, return_attention=True)
+                weights.append(block_weights)
+            else:
+                h = block(h, padding)
+        attention = torch.stack(weights, dim=1) if return_attention else None
+        return self.encoder_norm(h), padding, attention
+
+    def encode_samples(
+        self,
+        x: torch.Tensor,
+        missing: torch.Tensor | None = None,
+        batch_index: torch.Tensor | None = None,
+        *,
+        context: ContextPolicy = "fixed",
+        hide_fraction: float = 0.0,
+        draw_targets: bool = False,
+        generator: torch.Generator | None = None,
+        return_attention: bool = False,
+    ) -> dict[str, torch.Tensor | None]:
+        """Encode samples: choose each sample's context, hide part of it, run the encoder.
+
+        The one entry point for pretraining, heads and inference.
+
+        Parameters
+        ----------
+        x
+            ``(B, G)`` raw input values, NaN where missing.
+        missing
+            Optional ``(B, G)`` mask, ``>= 0.5`` where missing.
+        batch_index
+            ``(B, 1)`` batch codes (passed through for the decoder).
+        context
+            ``"fixed"``: up to ``n_inference_context`` observed genes by the fixed gene
+            priority (deterministic); ``"random"``: up to ``n_context`` observed genes in a
+            random order drawn from ``generator``, as in training. Non-zero genes first in
+            both.
+        hide_fraction
+            Fraction of the context whose values are replaced by the missing embedding (and
+            left out of the profile summary), drawn from ``generator``.
+        draw_targets
+            Draw restoration targets (the hidden genes, then observed genes the encoder did
+            not see, drawn from ``generator``); they are left out of the profile summary.
+        generator
+            Source of every random draw of the call (``None``: torch's global RNG).
+        return_attention
+            Also return the ``[CLS]`` attention weights of every block (an unfused path for
+            the ``[CLS]`` row only; the tokens are still computed by the fused kernel).
+
+        Returns
+        -------
+        A dict under :data:`~gexbert_sc._constants.MODULE_KEYS`: the embedding ``z``, the
+        encoder ``memory`` and its padding, the context genes and their validity, the hidden
+        tokens, the observed mask and size factors, the target indices (``None`` unless
+        ``draw_targets``) with their values and validity, and the ``[CLS]`` attention
+        (with ``return_attention``).
+        """
+        if context not in get_args(ContextPolicy):
+            msg = f"`context` must be one of {get_args(ContextPolicy)}, got {context!r}."
+            raise ValueError(msg)
+        if not 0 <= hide_fraction < 1:
+            msg = f"`hide_fraction` must be in [0, 1), got {hide_fraction!r}."
+            raise ValueError(msg)
+        y, observed, factors = self.prepare_values(x, missing)
+        nonzero = observed & (y != 0)
+        random = context == "random"
+        size = self.n_context if random else self.n_inference_context
+        gene_idx, valid = self.select_context(observed, nonzero, size, random, generator)
+        hidden = hide_tokens(valid, hide_fraction, generator)
+        # the summary must not see what is hidden, nor what is to be restored
+        include = observed.scatter(1, gene_idx, observed.gather(1, gene_idx) & ~hidden)
+        out = {
+            MODULE_KEYS.TARGET_IDX_KEY: None,
+            MODULE_KEYS.BATCH_KEY: batch_index,
+            MODULE_KEYS.OBSERVED_KEY: observed,
+            MODULE_KEYS.SIZE_FACTOR_KEY: factors,
+            MODULE_KEYS.CONTEXT_IDX_KEY: gene_idx,
+            MODULE_KEYS.CONTEXT_VALID_KEY: valid,
+            MODULE_KEYS.HIDDEN_KEY: hidden,
+        }
+        if draw_targets:
+            targets = draw_restoration_targets(y, observed, gene_idx, valid, hidden, generator)
+            out.update(targets)
+            target_idx = targets[MODULE_KEYS.TARGET_IDX_KEY]
+            unseen = include.gather(1, target_idx) & ~targets[MODULE_KEYS.TARGET_VALID_KEY]
+            include = include.scatter(1, target_idx, unseen)
+        summary = self.profile_summary(y, include)
+        memory, padding, attention = self.encode(
+            gene_idx,
+            y.gather(1, gene_idx),
+            valid,
+            summary,
+            hidden if hide_fraction > 0 else None,
+            return_attention,
+        )
+        out[MODULE_KEYS.MEMORY_KEY] = memory
+        out[MODULE_KEYS.MEMORY_PAD_KEY] = padding
+        out[MODULE_KEYS.Z_KEY] = memory[:, 0]
+        if return_attention:
+            out[MODULE_KEYS.ATTENTION_KEY] = attention
+        return out

@@ -1,0 +1,77 @@
+"""Random hiding of context tokens and the draw of restoration targets.
+
+Every draw takes an explicit :class:`torch.Generator` (``None`` uses torch's global RNG), so
+that a training step's randomness comes from one generator whose state can be saved.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gexbert_sc._constants import MODULE_KEYS
+
+
+def hide_tokens(
+    valid: torch.Tensor, fraction: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Hide ``fraction`` of each sample's context tokens at random, never padding.
+
+    Parameters
+    ----------
+    valid
+        ``(B, L)`` bool, ``False`` on padding.
+    fraction
+        Fraction of the ``L`` positions to hide (at least one when positive).
+    generator
+        Source of the random draws.
+
+    Returns
+    -------
+    ``(B, L)`` bool, ``True`` on hidden tokens.
+    """
+    if fraction <= 0:
+        return torch.zeros_like(valid)
+    n_hidden = max(1, round(fraction * valid.shape[1]))
+    draws = torch.rand(valid.shape, device=valid.device, generator=generator)
+    scores = torch.where(valid, draws, -1.0)
+    hidden_pos = scores.topk(n_hidden, dim=1).indices
+    return torch.zeros_like(valid).scatter(1, hidden_pos, True) & valid
+
+
+def draw_targets(
+    y: torch.Tensor,
+    observed: torch.Tensor,
+    gene_idx: torch.Tensor,
+    valid: torch.Tensor,
+    hidden: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Draw as many restoration targets per sample as there are context positions.
+
+    Every hidden context gene comes first, then random observed genes the encoder did not
+    see (zeros included).
+
+    Parameters
+    ----------
+    y, observed
+        ``(B, G)`` log-scale values and observed mask.
+    gene_idx, valid, hidden
+        ``(B, L)`` context genes, ``False`` on padding, ``True`` on hidden tokens.
+    generator
+        Source of the random draws.
+
+    Returns
+    -------
+    Target gene indices, their values and a validity mask, under the ``MODULE_KEYS`` target
+    keys, each ``(B, min(L, G))``.
+    """
+    visible = torch.zeros_like(observed).scatter(1, gene_idx, valid & ~hidden)
+    was_hidden = torch.zeros_like(observed).scatter(1, gene_idx, hidden)
+    draws = torch.rand(observed.shape, device=observed.device, generator=generator)
+    priority = torch.where(observed & ~visible, draws + was_hidden.float(), -1.0)
+    scores, target_idx = priority.topk(min(gene_idx.shape[1], observed.shape[1]), dim=1)
+    return {
+        MODULE_KEYS.TARGET_IDX_KEY: target_idx,
+        MODULE_KEYS.TARGET_KEY: y.gather(1, target_idx),
+        MODULE_KEYS.TARGET_VALID_KEY: scores >= 0,
+    }
