@@ -111,3 +111,76 @@ def test_loss_is_positive_and_backpropagates():
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match=r"`d_model` \(10\) must be divisible by `n_heads` \(4\)"):
         MultiHeadAttention(10, 4)
+
+
+def _generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_encode_samples_draws_everything_from_the_generator():
+    module = _module(mask_ratio=0.25).train()
+    x = torch.rand(6, 30) * 3
+    batch = torch.zeros(6, 1)
+    kwargs = {"context": "random", "hide_fraction": 0.25, "draw_targets": True}
+    first = module.encode_samples(x, None, batch, generator=_generator(1), **kwargs)
+    torch.manual_seed(123)  # the global RNG must not matter
+    again = module.encode_samples(x, None, batch, generator=_generator(1), **kwargs)
+    other = module.encode_samples(x, None, batch, generator=_generator(2), **kwargs)
+    for key in (MODULE_KEYS.CONTEXT_IDX_KEY, MODULE_KEYS.HIDDEN_KEY, MODULE_KEYS.TARGET_IDX_KEY):
+        assert torch.equal(first[key], again[key])
+    assert not torch.equal(first[MODULE_KEYS.CONTEXT_IDX_KEY], other[MODULE_KEYS.CONTEXT_IDX_KEY])
+    assert first[MODULE_KEYS.HIDDEN_KEY].sum(1).tolist() == [3] * 6  # 0.25 of 12 context genes
+
+
+def test_encode_samples_policies():
+    module = _module(n_inference_context=20).eval()
+    x = torch.rand(3, 30) * 3
+    batch = torch.zeros(3, 1)
+    fixed = module.encode_samples(x, None, batch)
+    assert fixed[MODULE_KEYS.CONTEXT_IDX_KEY].shape == (3, 20)
+    assert not fixed[MODULE_KEYS.HIDDEN_KEY].any() and fixed[MODULE_KEYS.TARGET_IDX_KEY] is None
+    assert torch.equal(module.encode_samples(x, None, batch)[MODULE_KEYS.Z_KEY], fixed["z"])
+    # panel dropout for a head: a random context, nothing hidden, no targets
+    panel = module.encode_samples(x, None, batch, context="random", generator=_generator())
+    assert panel[MODULE_KEYS.CONTEXT_IDX_KEY].shape == (3, 12)
+    assert not panel[MODULE_KEYS.HIDDEN_KEY].any() and panel[MODULE_KEYS.TARGET_IDX_KEY] is None
+    # eval-mode `inference` is the fixed context; training mode the pretraining encoding
+    assert torch.equal(module.inference(x, None, batch)[MODULE_KEYS.Z_KEY], fixed["z"])
+    module.train()
+    assert module.inference(x, None, batch)[MODULE_KEYS.TARGET_IDX_KEY] is not None
+    with pytest.raises(ValueError, match="`context` must be one of"):
+        module.encode_samples(x, context="all")
+    with pytest.raises(ValueError, match=r"`hide_fraction` must be in \[0, 1\), got 1.0"):
+        module.encode_samples(x, hide_fraction=1.0)
+
+
+def test_cls_attention_weights_match_the_fused_attention():
+    module = _module(n_layers=2, n_inference_context=20).eval()
+    x = torch.rand(4, 30) * 3
+    x[1, 5:] = float("nan")  # a short context: padding must get no weight
+    out = module.encode_samples(x, None, torch.zeros(4, 1), return_attention=True)
+    weights = out[MODULE_KEYS.ATTENTION_KEY]
+    assert weights.shape == (4, 2, 2, 1 + out[MODULE_KEYS.CONTEXT_IDX_KEY].shape[1])
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4, 2, 2))
+    padding = out[MODULE_KEYS.MEMORY_PAD_KEY]
+    assert (weights[padding[:, None, None, :].expand_as(weights)] == 0).all()
+    # the same scores as the fused kernel: weights @ values gives the [CLS] attention output
+    block = module.encoder[0]
+    tokens = torch.randn(4, 6, 16)
+    normed = block.norm_attn(tokens)
+    w = block.attn.first_query_weights(normed, normed)
+    v = block.attn._split_heads(block.attn.kv_proj(normed).chunk(2, dim=-1)[1])
+    by_hand = block.attn.out_proj((w.unsqueeze(-2) @ v).squeeze(-2).reshape(4, -1))
+    torch.testing.assert_close(by_hand, block.attn(normed, normed)[:, 0], rtol=1e-5, atol=1e-5)
+    # asking for weights does not change the encoding
+    plain = module.encode_samples(x, None, torch.zeros(4, 1))
+    torch.testing.assert_close(plain[MODULE_KEYS.Z_KEY], out[MODULE_KEYS.Z_KEY])
+
+
+def test_validation_encoding_is_masked_restoration():
+    module = _module()
+    assert module.validation_encoding == {
+        "context": "random",
+        "hide_fraction": module.mask_ratio,
+        "draw_targets": True,
+    }

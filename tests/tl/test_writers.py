@@ -88,3 +88,34 @@ def test_writer_signatures_follow_scanpy(name):
     assert signature.parameters["copy"].kind is inspect.Parameter.KEYWORD_ONLY
     assert signature.parameters["copy"].default is False
     assert signature.return_annotation == "AnnData | None"
+
+
+def _assert_unchanged(adata, before):
+    assert list(adata.obs.columns) == list(before.obs.columns)
+    assert set(adata.uns) == set(before.uns)
+    assert set(adata.obsm) == set(before.obsm) and set(adata.layers) == set(before.layers)
+    np.testing.assert_array_equal(adata.X, before.X)
+
+
+@pytest.mark.parametrize("writer", [tl.embed, tl.impute])
+def test_copy_never_touches_the_callers_adata(trained_model, writer):
+    # new data that was never set up: the model's data checks register it, on the copy only
+    adata = make_counts_adata(seed=9)
+    before = adata.copy()
+    result = writer(adata, trained_model, copy=True)
+    _assert_unchanged(adata, before)
+    assert "_scvi_batch" in result.obs and "_scvi_uuid" in result.uns
+
+
+def test_each_output_names_its_own_model(trained_model):
+    adata = make_counts_adata(seed=1)
+    GexBERT.setup_anndata(adata)
+    other = GexBERT(adata, **{**TINY_MODEL, "d_model": 8, "n_heads": 2}, seed=3)
+    other.train(max_epochs=1, batch_size=32, enable_progress_bar=False)
+    tl.embed(adata, trained_model)
+    tl.impute(adata, other, key_added="from_other")
+    outputs = adata.uns["gexbert"]["outputs"]
+    assert outputs["X_gexbert"]["model_params"]["d_model"] == TINY_MODEL["d_model"]
+    assert outputs["from_other"]["model_params"]["d_model"] == 8
+    assert outputs["from_other"]["model_params"]["seed"] == 3
+    assert "d_model=8" in outputs["from_other"]["summary"]

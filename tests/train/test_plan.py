@@ -1,6 +1,9 @@
 import pytest
+import torch
 
-from gexbert_sc.train import resolve_precision, warmup_cosine
+from gexbert_sc._constants import MODULE_KEYS, REGISTRY_KEYS
+from gexbert_sc.module import GexBERTModule
+from gexbert_sc.train import GexBERTTrainingPlan, resolve_precision, warmup_cosine
 
 
 @pytest.mark.parametrize(
@@ -21,3 +24,57 @@ def test_precision_choices(monkeypatch):
         resolve_precision("auto", on_gpu=False)
     with pytest.raises(ValueError, match="`precision` must be one of"):
         resolve_precision("fp8", on_gpu=False)
+
+
+class _PlainValidation(GexBERTModule):
+    """A module that validates on the fixed context, as a task head may."""
+
+    @property
+    def validation_encoding(self) -> dict:
+        return {"context": "fixed"}
+
+
+def _plan(seed: int = 0, module_cls: type = GexBERTModule) -> GexBERTTrainingPlan:
+    module = module_cls(30, d_model=16, n_layers=1, n_heads=2, n_levels=8, n_context=12)
+    return GexBERTTrainingPlan(module, seed=seed)
+
+
+def test_plan_generator_state_is_saved_and_restored():
+    plan = _plan(seed=4)
+    draws = torch.rand(5, generator=plan.generator("train", torch.device("cpu")))
+    checkpoint = {}
+    plan.on_save_checkpoint(checkpoint)
+    after_save = torch.rand(5, generator=plan.generator("train", torch.device("cpu")))
+    resumed = _plan(seed=99)
+    resumed.on_load_checkpoint(checkpoint)
+    resumed_draws = torch.rand(5, generator=resumed.generator("train", torch.device("cpu")))
+    assert torch.equal(resumed_draws, after_save)
+    assert not torch.equal(draws, after_save)
+    assert torch.equal(draws, torch.rand(5, generator=torch.Generator().manual_seed(4)))
+
+
+def test_plan_encodes_with_the_modules_choice_and_its_generator():
+    plan = _plan(seed=1)
+    batch = {
+        REGISTRY_KEYS.X_KEY: torch.rand(8, 30) * 3,
+        REGISTRY_KEYS.BATCH_KEY: torch.zeros(8, 1),
+    }
+    plan.module.train()
+    first = plan.forward(batch)[0]
+    second = _plan(seed=1).forward(batch)[0]
+    assert torch.equal(
+        first[MODULE_KEYS.CONTEXT_IDX_KEY], second[MODULE_KEYS.CONTEXT_IDX_KEY]
+    )
+    assert first[MODULE_KEYS.TARGET_IDX_KEY] is not None
+    # validation: the module's validation encoding; pretraining's is masked, on the same
+    # masks every validation epoch
+    plan.module.eval()
+    masked = plan.forward(batch)[0]
+    assert masked[MODULE_KEYS.HIDDEN_KEY].any()
+    plan.on_validation_epoch_start()
+    again = plan.forward(batch)[0]
+    assert torch.equal(masked[MODULE_KEYS.HIDDEN_KEY], again[MODULE_KEYS.HIDDEN_KEY])
+    plain = _plan(module_cls=_PlainValidation)
+    plain.module.eval()
+    out = plain.forward(batch, compute_loss=False)[0]
+    assert out[MODULE_KEYS.TARGET_IDX_KEY] is None and not out[MODULE_KEYS.HIDDEN_KEY].any()
