@@ -92,11 +92,9 @@ def _apply(args: argparse.Namespace) -> None:
     from gexbert_sc import GexBERT, data, tl
 
     adata = ad.read_h5ad(args.input)
+    model = GexBERT.load(args.model_dir, adata=False)
     if args.align:
-        registry = GexBERT.load_registry(args.model_dir)
-        genes = registry["field_registries"]["X"]["state_registry"]["column_names"]
-        adata = data.align_genes(adata, genes)
-    model = GexBERT.load(args.model_dir, adata=adata)
+        adata = data.align_genes(adata, model)
     kwargs = {} if args.key_added is None else {"key_added": args.key_added}
     if args.command == "embed":
         tl.embed(adata, model, **kwargs)
