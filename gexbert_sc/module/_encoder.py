@@ -75,6 +75,8 @@ class ExpressionEncoder(nn.Module):
         self.n_levels = n_levels
         self.n_context = n_context
         self.n_inference_context = n_inference_context
+        self.n_heads = n_heads
+        self.dropout = dropout
         self._register_statistics(is_counts, gene_share, bin_edges, gene_mean)
         self.gene_emb = nn.Embedding(n_vars, d_model)
         self.value_emb = nn.Embedding(n_vars, d_model)

@@ -32,17 +32,17 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
         Vocabulary size (number of genes).
     n_batch
         Number of batches; a batch embedding is added to the decoder queries.
-    d_model, n_layers, n_heads, n_levels, n_context, n_inference_context, dropout
-        Encoder arguments (:class:`~gexbert_sc.module.ExpressionEncoder`).
     n_decoder_layers
         Decoder (cross-attention) blocks.
     mask_ratio
         Fraction of the training context hidden and restored.
     bottleneck_weight
         Weight of the restoration loss of the ``[CLS]``-only decoder pass.
-    **statistics
-        ``is_counts`` and the fitted statistics arrays of
-        :class:`~gexbert_sc.module.ExpressionEncoder`.
+    **encoder_kwargs
+        Arguments of :class:`~gexbert_sc.module.ExpressionEncoder` (``d_model``,
+        ``n_layers``, ``n_heads``, ``n_levels``, ``n_context``, ``n_inference_context``,
+        ``dropout``, ``is_counts`` and the fitted statistics); the decoder blocks use the same
+        width, heads and dropout.
     """
 
     def __init__(
@@ -50,29 +50,13 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
         n_vars: int,
         n_batch: int = 1,
         *,
-        d_model: int = 128,
-        n_layers: int = 2,
         n_decoder_layers: int = 1,
-        n_heads: int = 4,
-        n_levels: int = 32,
-        n_context: int = 256,
-        n_inference_context: int = 1024,
         mask_ratio: float = 0.3,
         bottleneck_weight: float = 1.0,
-        dropout: float = 0.0,
-        **statistics: Any,
+        **encoder_kwargs: Any,
     ):
-        super().__init__(
-            n_vars,
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            n_levels=n_levels,
-            n_context=n_context,
-            n_inference_context=n_inference_context,
-            dropout=dropout,
-            **statistics,
-        )
+        super().__init__(n_vars, **encoder_kwargs)
+        d_model, n_heads, dropout = self.d_model, self.n_heads, self.dropout
         self.mask_ratio = mask_ratio
         self.bottleneck_weight = bottleneck_weight
         self.gene_out = nn.Embedding(n_vars, d_model)

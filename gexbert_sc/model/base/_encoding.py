@@ -83,7 +83,7 @@ class EncodingMixin:
             memory_budget,
             n_vars=self.summary_stats.n_vars,
             d_model=self.module.d_model,
-            n_heads=self.module.encoder[0].attn.n_heads,
+            n_heads=self.module.n_heads,
             n_context=self.module.n_inference_context,
             n_query=n_query,
             query_chunk_size=query_chunk_size,
