@@ -23,21 +23,14 @@ if TYPE_CHECKING:
 
 
 class Imputation(NamedTuple):
-    """Result of :meth:`RestorationMixin.impute_expression`.
+    """Result of :meth:`~gexbert_sc.GexBERT.impute_expression`: values, mask and spread."""
 
-    Attributes
-    ----------
-    values
-        ``(n_samples, n_genes)`` float32 values on the input scale.
-    imputed
-        ``(n_samples, n_genes)`` sparse bool, ``True`` where the input was missing.
-    spread
-        ``(n_samples, n_genes)`` float32 spread of restorations over random contexts, on the
-        model's log scale (``None`` unless ``n_samples`` was given).
-    """
-
+    #: ``(n_samples, n_genes)`` float32 values on the input scale.
     values: npt.NDArray[np.float32]
+    #: ``(n_samples, n_genes)`` sparse bool, ``True`` where the input was missing.
     imputed: sp.csr_matrix
+    #: ``(n_samples, n_genes)`` float32 spread of restorations over random contexts, on the
+    #: model's log scale (``None`` unless ``n_samples`` was given).
     spread: npt.NDArray[np.float32] | None
 
 
