@@ -23,32 +23,33 @@ the kNN scores, the mean paired difference GexBERT − PCA-50 with the number of
 wins (ties count half).
 
 Rerun: ``python benchmarks/core_embedding_restoration.py`` (27 min measured on 2 idle CPU cores;
-``--fast`` for a smoke run, ``--splits`` to change the number of splits). Writes
+``--fast`` for a smoke run, ``--splits`` to change the number of splits, ``--tag`` to suffix
+the output files). Writes
 ``benchmarks/results/core_embedding_restoration.csv`` (one row per split, method and score),
 ``core_embedding_restoration_summary.csv`` and ``core_embedding_restoration.png``.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scanpy as sc
-from sklearn.decomposition import PCA
-from sklearn.impute import KNNImputer
-from sklearn.neighbors import KNeighborsClassifier
+from _baselines import knn_impute, pca50, per_gene_mean
+from _common import (
+    SMALL_MODEL,
+    benchmark_parser,
+    log_normalise,
+    results_path,
+    split_samples,
+    timed,
+)
 
 import gexbert_sc
-from gexbert_sc.metrics import knn_label_accuracy
+from gexbert_sc.metrics import knn_label_accuracy, knn_transfer_accuracy, mask_entries, masked_rmse
 
-RESULTS = Path(__file__).parent / "results"
 GEXBERT, PCA50 = "GexBERT X_gexbert", "PCA-50"
 KNN_SCORES = ("knn_transfer", "knn_transfer_50pct_missing", "knn_cv_test")
 
@@ -58,65 +59,56 @@ def load(name: str) -> tuple[sc.AnnData, str]:
     if name == "pbmc68k":
         return gexbert_sc.datasets.pbmc68k(), "bulk_labels"
     adata = gexbert_sc.datasets.zeisel()
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
+    log_normalise(adata)
     adata.X = adata.X.toarray()
     return adata, "cell_type"
 
 
 def hide_at_random(adata: sc.AnnData, fraction: float, seed: int) -> tuple[sc.AnnData, np.ndarray]:
     """Copy of ``adata`` with ``fraction`` of its entries set to NaN, and the hidden mask."""
-    hidden = np.random.default_rng(seed).random(adata.shape) < fraction
     masked = adata.copy()
-    masked.X[hidden] = np.nan
+    masked.X, hidden = mask_entries(adata.X, fraction, seed=seed)
     return masked, hidden
 
 
-def transfer_accuracy(reference: np.ndarray, ref_labels, query: np.ndarray, labels) -> float:
-    """Accuracy of a k=15 kNN classifier fitted on ``reference`` and applied to ``query``."""
-    return float(
-        KNeighborsClassifier(n_neighbors=15).fit(reference, ref_labels).score(query, labels)
-    )
+def gexbert_embeddings(model: gexbert_sc.GexBERT, data: dict[str, sc.AnnData]) -> dict:
+    """``X_gexbert`` of each AnnData of ``data``."""
+    return {key: model.get_latent_representation(adata) for key, adata in data.items()}
+
+
+def pca50_embeddings(data: dict[str, sc.AnnData]) -> dict:
+    """PCA-50 fitted on the training samples; missing entries get the training gene means."""
+    train = data["train"].X
+    pca = pca50(train)
+    return {key: pca.transform(per_gene_mean(adata.X, train)) for key, adata in data.items()}
 
 
 def run_split(
     name: str, adata: sc.AnnData, label_key: str, seed: int, max_epochs: int
 ) -> list[dict]:
     """All scores of one split; one row per method and score."""
-    order = np.random.default_rng(seed).permutation(adata.n_obs)
-    n_train = int(0.8 * adata.n_obs)
-    train = adata[np.sort(order[:n_train])].copy()
-    test = adata[np.sort(order[n_train:])].copy()
+    train_rows, test_rows = split_samples(adata.n_obs, seed)
+    train, test = adata[train_rows].copy(), adata[test_rows].copy()
     train_labels, test_labels = train.obs[label_key].to_numpy(), test.obs[label_key].to_numpy()
     missing50, _ = hide_at_random(test, 0.5, seed + 1000)
+    data = {"train": train, "test": test, "missing50": missing50}
 
     gexbert_sc.GexBERT.setup_anndata(train)
-    model = gexbert_sc.GexBERT(train, d_model=64, n_context=128, seed=seed)
-    start = time.perf_counter()
-    model.train(max_epochs=max_epochs, enable_progress_bar=False)
-    train_time = time.perf_counter() - start
-    start = time.perf_counter()
-    gexbert = {
-        "train": model.get_latent_representation(train),
-        "test": model.get_latent_representation(test),
-        "missing50": model.get_latent_representation(missing50),
-    }
-    gexbert_time = train_time + time.perf_counter() - start
-    start = time.perf_counter()
-    pca = PCA(n_components=50, random_state=0).fit(train.X)
-    mean_filled = np.where(np.isnan(missing50.X), train.X.mean(0), missing50.X)
-    pca50 = {
-        "train": pca.transform(train.X),
-        "test": pca.transform(test.X),
-        "missing50": pca.transform(mean_filled),
-    }
-    pca_time = time.perf_counter() - start
+    model = gexbert_sc.GexBERT(train, **SMALL_MODEL, seed=seed)
+    _, train_time = timed(model.train, max_epochs=max_epochs, enable_progress_bar=False)
+    gexbert, gexbert_time = timed(gexbert_embeddings, model, data)
+    pca, pca_time = timed(pca50_embeddings, data)
 
     rows = []
-    for method, emb, seconds in ((GEXBERT, gexbert, gexbert_time), (PCA50, pca50, pca_time)):
+    for method, emb, seconds in (
+        (GEXBERT, gexbert, train_time + gexbert_time),
+        (PCA50, pca, pca_time),
+    ):
         scores = {
-            "knn_transfer": transfer_accuracy(emb["train"], train_labels, emb["test"], test_labels),
-            "knn_transfer_50pct_missing": transfer_accuracy(
+            "knn_transfer": knn_transfer_accuracy(
+                emb["train"], train_labels, emb["test"], test_labels
+            ),
+            "knn_transfer_50pct_missing": knn_transfer_accuracy(
                 emb["train"], train_labels, emb["missing50"], test_labels
             ),
             "knn_cv_test": knn_label_accuracy(emb["test"], test_labels),
@@ -140,22 +132,12 @@ def restoration_rows(
 ) -> list[dict]:
     """RMSE on 30 % of the test entries hidden at random: GexBERT, gene mean, KNNImputer."""
     masked, hidden = hide_at_random(test, 0.3, seed + 1)
-    truth = test.X
-
-    def rmse(filled: np.ndarray) -> float:
-        return float(np.sqrt(np.mean((filled[hidden] - truth[hidden]) ** 2)))
-
-    start = time.perf_counter()
-    restored = model.get_imputed_expression(masked, return_numpy=True)
-    gexbert_time = time.perf_counter() - start
-    start = time.perf_counter()
-    knn = KNNImputer(n_neighbors=10).fit(np.vstack([train.X, masked.X]))
-    knn_filled = knn.transform(masked.X)
-    knn_time = time.perf_counter() - start
-    results = (
-        ("GexBERT", rmse(restored), gexbert_time),
-        ("per-gene mean", rmse(np.where(hidden, train.X.mean(0), truth)), 0.0),
-        ("KNNImputer (k=10)", rmse(knn_filled), knn_time),
+    restored, gexbert_time = timed(model.get_imputed_expression, masked, return_numpy=True)
+    knn_filled, knn_time = timed(knn_impute, np.vstack([train.X, masked.X]))
+    fills = (
+        ("GexBERT", restored, gexbert_time),
+        ("per-gene mean", per_gene_mean(masked.X, train.X), 0.0),
+        ("KNNImputer (k=10)", knn_filled[train.n_obs :], knn_time),
     )
     return [
         {
@@ -163,10 +145,10 @@ def restoration_rows(
             "split": seed,
             "task": "rmse_30pct_hidden",
             "method": method,
-            "value": value,
+            "value": masked_rmse(filled, test.X, hidden),
             "seconds": seconds,
         }
-        for method, value, seconds in results
+        for method, filled, seconds in fills
     ]
 
 
@@ -212,8 +194,7 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="2 epochs and 2 splits, a smoke run")
+    parser = benchmark_parser(__doc__.splitlines()[0], "2 epochs and 2 splits, a smoke run")
     parser.add_argument("--datasets", nargs="+", default=["pbmc68k", "zeisel"])
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument(
@@ -232,11 +213,9 @@ def main() -> None:
             print(f"{name}: split {seed} done", flush=True)
     table = pd.DataFrame(rows)
     summary = summarise(table)
-    RESULTS.mkdir(exist_ok=True)
-    suffix = "_fast" if args.fast else ""
-    table.to_csv(RESULTS / f"core_embedding_restoration{suffix}.csv", index=False)
-    summary.to_csv(RESULTS / f"core_embedding_restoration_summary{suffix}.csv", index=False)
-    plot(summary, RESULTS / f"core_embedding_restoration{suffix}.png")
+    table.to_csv(results_path("core_embedding_restoration.csv", args), index=False)
+    summary.to_csv(results_path("core_embedding_restoration_summary.csv", args), index=False)
+    plot(summary, results_path("core_embedding_restoration.png", args))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -65,47 +65,49 @@ and OpenBLAS threads then spin: set ``OPENBLAS_NUM_THREADS=1`` there (SoftImpute
 longer with two threads on a loaded machine).
 
 Rerun: ``python benchmarks/imputation.py`` (``--datasets zeisel`` to select; ``--fast`` for a
-smoke run on a few hundred samples and genes, 2 epochs, written to ``imputation_fast.*``).
+smoke run on a few hundred samples and genes, 2 epochs, written to ``imputation_fast.*``;
+``--tag`` to suffix the output files).
 Writes ``benchmarks/results/imputation.csv`` and ``imputation.png`` (RMSE vs missing rate)
 and prints the table and the verdict.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from _baselines import (
+    iterative_impute,
+    knn_impute,
+    magic_available,
+    magic_impute,
+    per_gene_mean,
+    soft_impute,
+)
+from _common import SMALL_MODEL, benchmark_parser, results_path, split_samples, timed
 from scipy import stats
 from sklearn.decomposition import PCA
-from sklearn.experimental import enable_iterative_imputer  # noqa: F401
-from sklearn.impute import IterativeImputer, KNNImputer
 from sklearn.neighbors import NearestNeighbors
-from sklearn.utils.extmath import randomized_svd
 
 import gexbert_sc
 from gexbert_sc.data._normalization import TARGET_SUM, to_model_scale
+from gexbert_sc.metrics import mask_entries, mask_genes, masked_rmse, median_gene_correlation
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
 PANEL = "panel"
 SPREAD_RATE = 0.5
 N_SPREAD_SAMPLES = 8
 N_SPREAD_OBS = 150
-MODEL = {"d_model": 64, "n_layers": 2, "n_context": 128}
+MODEL = {**SMALL_MODEL, "n_layers": 2}
 TRAIN = {"batch_size": 64, "enable_progress_bar": False}
 FAST = {"n_obs": 300, "n_genes": 150, "max_epochs": 2}
 
@@ -135,12 +137,8 @@ def load_split(name: str, fast: bool) -> tuple[np.ndarray, np.ndarray, bool]:
     x = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
     x = x.astype(np.float32)
     is_counts = bool(np.all(x == np.round(x)) and (x >= 0).all())
-    rng = np.random.default_rng(0)
-    order = rng.permutation(x.shape[0])
-    if fast:
-        order = order[: FAST["n_obs"]]
-    n_train = int(0.8 * len(order))
-    train, test = x[np.sort(order[:n_train])], x[np.sort(order[n_train:])]
+    train_rows, test_rows = split_samples(x.shape[0], 0, n_used=FAST["n_obs"] if fast else None)
+    train, test = x[train_rows], x[test_rows]
     n_genes = FAST["n_genes"] if fast else spec.n_genes
     if n_genes is not None and n_genes < x.shape[1]:
         log_train = np.log1p(train / train.sum(1, keepdims=True) * TARGET_SUM)
@@ -150,12 +148,11 @@ def load_split(name: str, fast: bool) -> tuple[np.ndarray, np.ndarray, bool]:
     return train, test, is_counts
 
 
-def hide(shape: tuple[int, int], condition: float | str, seed: int) -> np.ndarray:
-    """Entries to hide: MCAR at a rate, or whole genes for a block of samples (``panel``)."""
-    rng = np.random.default_rng(seed)
+def hide(test: np.ndarray, condition: float | str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """MCAR at a rate, or half of the genes for half of the samples (``panel``): masked, mask."""
     if condition == PANEL:
-        return (rng.random(shape[0]) < 0.5)[:, None] & (rng.random(shape[1]) < 0.5)[None, :]
-    return rng.random(shape) < condition
+        return mask_genes(test, 0.5, sample_fraction=0.5, seed=seed)
+    return mask_entries(test, condition, seed=seed)
 
 
 def log_space(
@@ -169,82 +166,7 @@ def log_space(
     return np.where(observed, y.numpy(), np.nan), factors.numpy()
 
 
-# ---------------------------------------------------------------------- baselines
-def per_gene_mean(y: np.ndarray) -> np.ndarray:
-    """Fill each gene's missing entries with its mean over observed entries."""
-    return np.where(np.isnan(y), np.nanmean(y, axis=0), y)
-
-
-def knn(y: np.ndarray) -> np.ndarray:
-    """``KNNImputer`` (k=10, uniform weights)."""
-    return KNNImputer(n_neighbors=10).fit_transform(y)
-
-
-def iterative(y: np.ndarray) -> np.ndarray:
-    """``IterativeImputer``: BayesianRidge on the 20 most correlated genes, 3 rounds.
-
-    Fills are clipped to each gene's observed range: unclipped, the regressions diverged on
-    gse3143's panel case (RMSE 22 in a smoke run).
-    """
-    imputer = IterativeImputer(
-        max_iter=3,
-        n_nearest_features=min(20, y.shape[1] - 1),
-        min_value=np.nanmin(y, axis=0),
-        max_value=np.nanmax(y, axis=0),
-        random_state=0,
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Early stopping criterion not reached.*")
-        return imputer.fit_transform(y)
-
-
-def soft_impute(
-    y: np.ndarray, max_rank: int = 100, max_iter: int = 100, tol: float = 1e-3
-) -> np.ndarray:
-    """SoftImpute: iterate ``Z <- S_lambda(observed + Z on missing)`` with a truncated SVD.
-
-    ``S_lambda`` soft-thresholds the singular values of a rank-``max_rank`` SVD; genes are
-    centred on their observed means and the missing entries start at 0. ``lambda`` is the
-    largest singular value of the start / 50 and the loop stops when the relative change of
-    the filled entries falls below ``tol`` (fancyimpute's defaults). The SVD of each step is
-    one block power iteration warm-started from the previous step's right singular vectors
-    (exact SVDs of a 3,000 × 2,000 matrix at every step would not fit the time budget); the
-    subspace converges together with the filled entries.
-    """
-    missing = np.isnan(y)
-    means = np.nanmean(y, axis=0)
-    filled = np.where(missing, 0.0, y - means)
-    _, top, vt = randomized_svd(filled, min(max_rank, min(y.shape) - 1), random_state=0)
-    shrink = top[0] / 50
-    for _ in range(max_iter):
-        q, _ = np.linalg.qr(filled @ vt.T)
-        u, s, vt = np.linalg.svd(q.T @ filled, full_matrices=False)
-        low_rank = (q @ u * np.maximum(s - shrink, 0.0)) @ vt
-        previous = filled[missing]
-        change = np.linalg.norm(low_rank[missing] - previous) / max(np.linalg.norm(previous), 1e-12)
-        filled[missing] = low_rank[missing]
-        if change < tol:
-            break
-    return filled + means
-
-
-def magic_fill(y: np.ndarray) -> np.ndarray:
-    """MAGIC diffusion (defaults: knn=5, t=3) from gene-mean-filled input."""
-    import magic
-
-    smoothed = magic.MAGIC(random_state=0, verbose=0).fit_transform(per_gene_mean(y))
-    return np.where(np.isnan(y), smoothed, y)
-
-
-def magic_available() -> bool:
-    """Whether ``magic`` (magic-impute) imports."""
-    try:
-        import magic  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
+# ---------------------------------------------------------------------- GexBERT
 def gexbert_fill(
     model: gexbert_sc.GexBERT, masked: np.ndarray, factors: np.ndarray, is_counts: bool
 ) -> np.ndarray:
@@ -252,13 +174,6 @@ def gexbert_fill(
     adata = ad.AnnData(masked, var=model.adata.var)
     values = model.get_imputed_expression(adata, return_numpy=True)
     return np.log1p(values / factors[:, None] * TARGET_SUM) if is_counts else values
-
-
-def timed(fill: Callable, *args, **kwargs) -> tuple[object, float]:
-    """``fill(*args, **kwargs)`` and the wall seconds it took."""
-    start = time.perf_counter()
-    result = fill(*args, **kwargs)
-    return result, time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------- noise floor
@@ -302,28 +217,13 @@ def floor_rows(
         {
             **base,
             "method": "kNN-rate oracle (measured)",
-            "rmse": rmse(oracle, truth, hidden),
-            "median_gene_r": median_gene_r(oracle, truth, hidden),
+            "rmse": masked_rmse(oracle, truth, hidden),
+            "median_gene_r": median_gene_correlation(oracle, truth, hidden),
         },
     ]
 
 
-# ---------------------------------------------------------------------- metrics
-def rmse(filled: np.ndarray, truth: np.ndarray, hidden: np.ndarray) -> float:
-    """RMSE over the hidden entries."""
-    return float(np.sqrt(np.mean((filled[hidden] - truth[hidden]) ** 2)))
-
-
-def median_gene_r(filled: np.ndarray, truth: np.ndarray, hidden: np.ndarray) -> float:
-    """Median over genes (≥ 5 hidden entries, non-constant) of Pearson r on hidden entries."""
-    rs = []
-    for g in np.flatnonzero(hidden.sum(axis=0) >= 5):
-        a, b = filled[hidden[:, g], g], truth[hidden[:, g], g]
-        if a.std() > 0 and b.std() > 0:
-            rs.append(np.corrcoef(a, b)[0, 1])
-    return float(np.median(rs)) if rs else np.nan
-
-
+# ---------------------------------------------------------------------- scores
 def spread_columns(
     model: gexbert_sc.GexBERT,
     masked: np.ndarray,
@@ -355,7 +255,7 @@ def verdict(fills: dict, truth: np.ndarray, hidden: np.ndarray) -> tuple[str, st
     the test samples; it decides a win (below 0), a loss (above 0) or a tie.
     """
     baselines = {m: f for m, (f, _) in fills.items() if m != "GexBERT"}
-    best = min(baselines, key=lambda m: rmse(baselines[m], truth, hidden))
+    best = min(baselines, key=lambda m: masked_rmse(baselines[m], truth, hidden))
     count = hidden.sum(axis=1)
     sse = [
         np.where(hidden, (f - truth) ** 2, 0.0).sum(axis=1)
@@ -390,20 +290,19 @@ def run(name: str, fast: bool, max_epochs: int | None) -> tuple[list[dict], list
     y_train, _ = log_space(train, share, is_counts)
     methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "per-gene mean": per_gene_mean,
-        "KNNImputer (k=10)": knn,
-        "IterativeImputer": iterative,
+        "KNNImputer (k=10)": knn_impute,
+        "IterativeImputer": iterative_impute,
         "SoftImpute": soft_impute,
     }
     if spec.single_cell and magic_available():
-        methods["MAGIC"] = magic_fill
+        methods["MAGIC"] = magic_impute
     elif spec.single_cell:
         print("MAGIC skipped: `magic` does not import (see `make bench` to install it).")
     rates = neighbour_rates(np.vstack([train, test]))[len(train) :] if spec.single_cell else None
     rows = [{"dataset": name, "missing": "pretrain", "method": "GexBERT", "seconds": seconds}]
     details = []
     for i, condition in enumerate((*RATES, PANEL)):
-        hidden = hide(test.shape, condition, seed=1 + i)
-        masked = np.where(hidden, np.nan, test).astype(np.float32)
+        masked, hidden = hide(test, condition, seed=1 + i)
         y_masked, factors = log_space(masked, share, is_counts)
         truth = np.log1p(test / factors[:, None] * TARGET_SUM) if is_counts else test
         label = PANEL if condition == PANEL else f"{round(condition * 100)}%"
@@ -418,10 +317,10 @@ def run(name: str, fast: bool, max_epochs: int | None) -> tuple[list[dict], list
             row = {
                 **base,
                 "method": method,
-                "rmse": rmse(filled, truth, hidden),
+                "rmse": masked_rmse(filled, truth, hidden),
                 "median_gene_r": np.nan
                 if method == "per-gene mean"
-                else median_gene_r(filled, truth, hidden),
+                else median_gene_correlation(filled, truth, hidden),
                 "seconds": s,
             }
             if method == "GexBERT" and condition == SPREAD_RATE:
@@ -476,10 +375,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--fast", action="store_true", help="a few hundred samples and genes, 2 epochs"
-    )
+    parser = benchmark_parser(__doc__.splitlines()[0], "a few hundred samples and genes, 2 epochs")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument(
         "--max-epochs", type=int, default=None, help="override the epochs of DATASETS"
@@ -494,10 +390,8 @@ def main() -> None:
         rows += dataset_rows
         lines += dataset_lines
     table = pd.DataFrame(rows)
-    RESULTS.mkdir(exist_ok=True)
-    stem = "imputation_fast" if args.fast else "imputation"
-    table.to_csv(RESULTS / f"{stem}.csv", index=False)
-    plot(table, RESULTS / f"{stem}.png")
+    table.to_csv(results_path("imputation.csv", args), index=False)
+    plot(table, results_path("imputation.png", args))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
     print("\n".join(lines))

@@ -39,8 +39,9 @@ memory of each phase is read from ``VmHWM`` in ``/proc/self/status`` after reset
 ``ru_maxrss``); ``peak_rss_mb`` is that peak, ``phase_mb`` its increase over the resident memory
 at the start of the phase (memory freed by an earlier phase and reused is not counted there) and
 ``base_rss_mb`` the process's resident memory once the libraries are imported. Inference phases
-run before training, on the freshly initialised model (speed does not depend on the weights). On
-a GPU, ``peak_gpu_mb`` is ``torch.cuda.max_memory_allocated`` of the phase.
+run before the timed training, on a model trained for a single step of 2 samples (speed does not
+depend on the weights). On a GPU, ``peak_gpu_mb`` is ``torch.cuda.max_memory_allocated`` of the
+phase.
 
 Timings are only as good as the machine is quiet: the load average is printed first; other
 processes on the cores (even one) can halve the rates. ``--threads`` pins torch/BLAS threads.
@@ -53,11 +54,9 @@ the tables and a pass/fail line per target.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -66,59 +65,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _common import (
+    SMALL_MODEL,
+    PeakMemory,
+    benchmark_parser,
+    log_normalise,
+    resident_mb,
+    results_path,
+    timed,
+)
 from lightning.pytorch.callbacks import Callback
 
-RESULTS = Path(__file__).parent / "results"
 GRID_GENES = 2000
 GRID_NONZERO = 300
 FIT_SAMPLES = 1000
 SCALING_BUDGET = "256MB"
-FFN_FACTOR = 4
+QUERY_CHUNK = 1024
 DTYPES = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16}
-
-
-# ----------------------------------------------------------------------------- memory
-def _status_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-class PeakMemory:
-    """Peak resident memory (MB) of a block of code; see the module docstring."""
-
-    def __enter__(self) -> PeakMemory:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
-        self.start_mb = _status_mb("VmRSS") or 0.0
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        peak = _status_mb("VmHWM")
-        if peak is None:  # not Linux: the process's peak so far (macOS reports bytes)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            peak /= 1024 if platform.system() == "Darwin" else 1
-        self.peak_mb = peak
-        self.gpu_mb = (
-            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-        )
-
-    def row(self) -> dict:
-        return {
-            "peak_rss_mb": self.peak_mb,
-            "phase_mb": self.peak_mb - self.start_mb,
-            "peak_gpu_mb": self.gpu_mb,
-        }
 
 
 # ----------------------------------------------------------------------------- peak
@@ -156,19 +119,10 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float) -> tup
 
 
 # ----------------------------------------------------------------------------- FLOPs
-def encoder_flops(tokens: int, d: int, n_layers: int) -> float:
-    """Encoder forward FLOPs of one sample: projections + FFN, then attention (docs)."""
-    return n_layers * tokens * ((8 + 4 * FFN_FACTOR) * d * d + 4 * tokens * d)
-
-
-def decoder_flops(n_query: int, memory: int, d: int, n_layers: int, n_calls: int = 1) -> float:
-    """Decoder forward FLOPs of one sample: ``n_query`` queries reading ``memory`` tokens."""
-    per_query = (4 + 4 * FFN_FACTOR) * d * d + 4 * memory * d
-    return n_layers * (n_query * per_query + n_calls * 4 * d * d * memory)
-
-
 def model_flops(cfg: dict, n_vars: int) -> dict[str, float]:
     """Per-sample FLOPs of a training step, an embedding and an all-gene restoration."""
+    from gexbert_sc.module import decoder_flops, encoder_flops
+
     d, layers, dec = cfg["d_model"], cfg["n_layers"], cfg["n_decoder_layers"]
     tokens = 1 + min(cfg["n_context"], n_vars)
     n_targets = tokens - 1
@@ -181,7 +135,7 @@ def model_flops(cfg: dict, n_vars: int) -> dict[str, float]:
     return {"train": 3 * forward, "embed": embed, "restore": restore}
 
 
-def counted_flops(model, adata, n: int) -> dict[str, float]:
+def counted_flops(model, adata, n: int, precision: str) -> dict[str, float]:
     """Per-sample FLOPs of the same calls counted by torch (attention on the math path)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
@@ -189,17 +143,23 @@ def counted_flops(model, adata, n: int) -> dict[str, float]:
     rows = np.arange(n)
     counts = {}
     with sdpa_kernel(SDPBackend.MATH):
-        tensors = next(iter(model._make_data_loader(adata=adata, indices=rows, batch_size=n)))
-        model.module.train()
+        tensors = next(iter(model.minibatches(adata, indices=rows, batch_size=n)))
+        model.module.train()  # training mode hides genes, as a training step does
         with FlopCounterMode(display=False) as counter:
-            _, _, losses = model.module(tensors, inference_kwargs={"apply_mask": True})
+            _, _, losses = model.module(tensors)
             losses.loss.backward()
         model.module.zero_grad(set_to_none=True)
         counts["train"] = counter.get_total_flops() / n
         calls = {
-            "embed": lambda: model.get_latent_representation(indices=rows, batch_size=n),
+            "embed": lambda: model.get_latent_representation(
+                indices=rows, batch_size=n, precision=precision
+            ),
             "restore": lambda: model.get_imputed_expression(
-                indices=rows, batch_size=n, keep_observed=False, return_numpy=True
+                indices=rows,
+                batch_size=n,
+                keep_observed=False,
+                return_numpy=True,
+                precision=precision,
             ),
         }
         for phase, call in calls.items():
@@ -273,14 +233,10 @@ class EpochTimer(Callback):
 
 def time_inference(call, n_obs: int, batch_size: int, seconds: float) -> dict:
     """Warm up on one batch, then time ``call(rows)`` on as many rows as fill ``seconds``."""
-    start = time.perf_counter()
-    call(np.arange(min(batch_size, n_obs)))
-    warm = time.perf_counter() - start
+    _, warm = timed(call, np.arange(min(batch_size, n_obs)))
     n = int(np.clip(seconds / warm * batch_size, min(batch_size, n_obs), n_obs))
     with PeakMemory() as memory:
-        start = time.perf_counter()
-        call(np.arange(n))
-        elapsed = time.perf_counter() - start
+        _, elapsed = timed(call, np.arange(n))
     return {"n_obs": n, "seconds": elapsed, "samples_per_s": n / elapsed, **memory.row()}
 
 
@@ -300,20 +256,39 @@ def _setup_child(params: dict) -> float:
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "gexbert_sc"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    return _status_mb("VmRSS")
+    return resident_mb()
+
+
+def _accelerator(device: str) -> str:
+    return "gpu" if device == "cuda" else "cpu"
 
 
 def _new_model(adata, cfg: dict, device: str):
+    """A model of ``cfg`` set up on ``adata`` and trained one step, and its set-up seconds.
+
+    Inference speed does not depend on the weights: one small step makes the model usable.
+    """
     import gexbert_sc
 
     gexbert_sc.GexBERT.setup_anndata(adata)
     keys = ("d_model", "n_layers", "n_decoder_layers", "n_heads", "n_context")
-    model = gexbert_sc.GexBERT(
-        adata, n_inference_context=cfg["n_inference_context"], **{k: cfg[k] for k in keys}
+    model, seconds = timed(
+        gexbert_sc.GexBERT,
+        adata,
+        n_inference_context=cfg["n_inference_context"],
+        **{k: cfg[k] for k in keys},
+    )
+    model.train(
+        max_epochs=1,
+        max_steps=1,
+        batch_size=2,
+        train_size=1.0,
+        accelerator=_accelerator(device),
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     model.to_device(device)
-    model.is_trained_ = True  # inference speed does not depend on the weights
-    return model
+    return model, seconds
 
 
 # ----------------------------------------------------------------------------- children
@@ -323,22 +298,23 @@ def run_config(params: dict) -> list[dict]:
     cfg, precision, seconds = params["cfg"], params["precision"], params["seconds"]
     adata = sparse_counts(params["n_obs"], GRID_GENES, GRID_NONZERO)
     fit = adata[:FIT_SAMPLES].copy()  # set up and trained on; inference reads all samples
-    model = _new_model(fit, cfg, params["device"])
-    model.precision_ = precision
+    model, _ = _new_model(fit, cfg, params["device"])
     n_vars = adata.n_vars
     flops = model_flops(cfg, n_vars)
-    counted = counted_flops(model, fit, n=2) if params["check_flops"] else {}
+    counted = counted_flops(model, fit, 2, precision) if params["check_flops"] else {}
     base = {**cfg, "precision": precision, "n_vars": n_vars, "base_rss_mb": base_mb}
     rows = []
     for phase in ("embed", "restore"):
         n_query = n_vars if phase == "restore" else 0
-        batch = model._budget_batch_size(
-            None, params["memory_budget"], n_query, cfg["query_chunk_size"]
+        batch = model.batch_size_for_memory(
+            params["memory_budget"], n_query=n_query, query_chunk_size=cfg["query_chunk_size"]
         )
         if phase == "embed":
 
             def call(idx, batch=batch):
-                return model.get_latent_representation(adata, indices=idx, batch_size=batch)
+                return model.get_latent_representation(
+                    adata, indices=idx, batch_size=batch, precision=precision
+                )
         else:
 
             def call(idx, batch=batch):
@@ -349,6 +325,7 @@ def run_config(params: dict) -> list[dict]:
                     keep_observed=False,
                     query_chunk_size=cfg["query_chunk_size"],
                     return_numpy=True,
+                    precision=precision,
                 )
 
         timed = time_inference(call, adata.n_obs, batch, seconds)
@@ -361,7 +338,7 @@ def run_config(params: dict) -> list[dict]:
             batch_size=batch,
             train_size=1.0,
             precision=precision,
-            accelerator="gpu" if params["device"] == "cuda" else "cpu",
+            accelerator=_accelerator(params["device"]),
             callbacks=[timer],
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -398,15 +375,11 @@ def run_scaling(params: dict) -> list[dict]:
     adata = sparse_counts(params["n_obs"], params["n_vars"], params["nonzero"])
     stored_mb, dense_mb = _matrix_mb(adata)
     fit = adata[: min(adata.n_obs, FIT_SAMPLES)].copy()
-    start = time.perf_counter()
-    model = _new_model(fit, cfg, params["device"])
-    setup_seconds = time.perf_counter() - start
-    batch = model._budget_batch_size(None, SCALING_BUDGET)
+    model, setup_seconds = _new_model(fit, cfg, params["device"])
+    batch = model.batch_size_for_memory(SCALING_BUDGET)
     model.get_latent_representation(fit, indices=np.arange(16), batch_size=batch)  # warm-up
     with PeakMemory() as memory:
-        start = time.perf_counter()
-        model.get_latent_representation(adata, batch_size=batch)
-        elapsed = time.perf_counter() - start
+        _, elapsed = timed(model.get_latent_representation, adata, batch_size=batch)
     return [
         {
             **cfg,
@@ -426,16 +399,13 @@ def run_scaling(params: dict) -> list[dict]:
 
 
 def _zeisel_input(method: str, n_obs: int | None):
-    import scanpy as sc
-
     import gexbert_sc
 
     adata = gexbert_sc.datasets.zeisel()
     if n_obs is not None and n_obs < adata.n_obs:
         adata = adata[np.random.default_rng(0).choice(adata.n_obs, n_obs, replace=False)].copy()
     if method == "PCA (scanpy)":
-        sc.pp.normalize_total(adata, target_sum=1e4)
-        sc.pp.log1p(adata)
+        log_normalise(adata)
     return adata
 
 
@@ -452,49 +422,35 @@ def run_zeisel(params: dict) -> list[dict]:
     base = {"method": method, "n_obs": adata.n_obs, "n_vars": adata.n_vars, "base_rss_mb": base_mb}
     if method == "PCA (scanpy)":
         with PeakMemory() as memory:
-            start = time.perf_counter()
-            sc.pp.pca(adata, n_comps=50)
-            elapsed = time.perf_counter() - start
+            _, elapsed = timed(sc.pp.pca, adata, n_comps=50)
         return [{**base, "phase": "pca", "seconds": elapsed, **memory.row()}]
-    start = time.perf_counter()
     if method == "scVI":
         scvi.model.SCVI.setup_anndata(adata)
-        model = scvi.model.SCVI(adata)
+        model, setup_seconds = timed(scvi.model.SCVI, adata)
         train_kwargs = {}
     else:
         gexbert_sc.GexBERT.setup_anndata(adata)
-        model = gexbert_sc.GexBERT(adata, d_model=64, n_context=128)
+        model, setup_seconds = timed(gexbert_sc.GexBERT, adata, **SMALL_MODEL)
         train_kwargs = {"precision": params["precision"]}
-    setup_seconds = time.perf_counter() - start
     timer = EpochTimer()
-    accelerator = "gpu" if params["device"] == "cuda" else "cpu"
     with PeakMemory() as train_memory:
         model.train(
             max_epochs=1,
             train_size=1.0,
-            accelerator=accelerator,
+            accelerator=_accelerator(params["device"]),
             callbacks=[timer],
             enable_progress_bar=False,
             **train_kwargs,
         )
     with PeakMemory() as latent_memory:
-        start = time.perf_counter()
-        model.get_latent_representation()
-        elapsed = time.perf_counter() - start
+        _, elapsed = timed(model.get_latent_representation)
     rows = [
         {**base, "phase": "setup", "seconds": setup_seconds},
         {**base, "phase": "train_epoch", "seconds": timer.epochs[0], **train_memory.row()},
         {**base, "phase": "latent", "seconds": elapsed, **latent_memory.row()},
     ]
     if method.startswith("GexBERT"):
-        cfg = {
-            "d_model": 64,
-            "n_layers": 2,
-            "n_decoder_layers": 1,
-            "n_context": 128,
-            "n_inference_context": 128,
-            "query_chunk_size": 1024,
-        }
+        cfg = {**model.hparams, "query_chunk_size": QUERY_CHUNK}
         rows[1]["gflop_per_s"] = model_flops(cfg, adata.n_vars)["train"] * adata.n_obs
         rows[1]["gflop_per_s"] /= timer.epochs[0] * 1e9
     for row in rows[1:]:
@@ -563,9 +519,6 @@ def targets(table: pd.DataFrame, peaks: dict, bf16_native: bool) -> list[str]:
 
 
 def plot_scaling(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
@@ -620,8 +573,7 @@ COLUMNS["genes"] = COLUMNS["samples"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="small grid and sizes (smoke run)")
+    parser = benchmark_parser(__doc__.splitlines()[0], "small grid and sizes (smoke run)")
     parser.add_argument("--sections", nargs="+", default=["grid", "samples", "genes", "zeisel"])
     parser.add_argument("--n-context", nargs="+", type=int, default=None)
     parser.add_argument("--d-model", nargs="+", type=int, default=None)
@@ -630,7 +582,6 @@ def main() -> None:
     parser.add_argument("--train-tokens", type=int, default=None, help="tokens per train step")
     parser.add_argument("--threads", type=int, default=None, help="torch/BLAS threads")
     parser.add_argument("--seconds", type=float, default=None, help="time per measurement")
-    parser.add_argument("--tag", default="", help="suffix of the output files (partial reruns)")
     args = parser.parse_args()
     from gexbert_sc.train import resolve_precision
     from gexbert_sc.train._precision import cpu_supports_bf16
@@ -687,7 +638,7 @@ def main() -> None:
                     "n_heads": 4,
                     "n_context": n_context,
                     "n_inference_context": n_context,
-                    "query_chunk_size": 1024,
+                    "query_chunk_size": QUERY_CHUNK,
                 }
                 for precision in precisions:
                     params = {
@@ -755,9 +706,7 @@ def main() -> None:
                 rows.append({"section": "zeisel", **row})
                 print(f"zeisel {method} {row['phase']}: {row['seconds']:.2f} s")
     table = pd.DataFrame(rows)
-    RESULTS.mkdir(exist_ok=True)
-    suffix = ("_fast" if fast else "") + (f"_{args.tag}" if args.tag else "")
-    table.to_csv(RESULTS / f"throughput{suffix}.csv", index=False)
+    table.to_csv(results_path("throughput.csv", args), index=False)
     pd.set_option("display.width", 200)
     for section, columns in COLUMNS.items():
         part = table[table.section == section]
@@ -769,7 +718,7 @@ def main() -> None:
     for line in targets(table, peaks, bf16_native):
         print(line)
     if {"samples", "genes"} & set(table.section):
-        plot_scaling(table, RESULTS / f"throughput_scaling{suffix}.png")
+        plot_scaling(table, results_path("throughput_scaling.png", args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""Harness shared by the benchmark scripts: options, output files, timing, memory, the split.
+
+Importing it selects matplotlib's non-interactive ``Agg`` backend: the scripts write PNG files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import matplotlib
+import numpy as np
+import torch
+
+matplotlib.use("Agg")
+
+RESULTS = Path(__file__).parent / "results"
+#: The small GexBERT configuration the benchmarks train (other arguments at their defaults).
+SMALL_MODEL = {"d_model": 64, "n_context": 128}
+#: Counts per sample after library-size normalisation, before ``log1p``.
+COUNTS_PER_SAMPLE = 1e4
+#: Share of the samples in the training split.
+TRAIN_FRACTION = 0.8
+
+T = TypeVar("T")
+
+
+def benchmark_parser(description: str, fast_help: str) -> argparse.ArgumentParser:
+    """Argument parser with the options of every benchmark: ``--fast`` and ``--tag``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--fast", action="store_true", help=fast_help)
+    parser.add_argument("--tag", default="", help="suffix of the output files (partial reruns)")
+    return parser
+
+
+def results_path(name: str, args: argparse.Namespace) -> Path:
+    """``RESULTS / name`` with ``_fast`` (smoke run) and ``_<tag>`` inserted before the suffix."""
+    path = Path(name)
+    suffix = ("_fast" if args.fast else "") + (f"_{args.tag}" if args.tag else "")
+    RESULTS.mkdir(exist_ok=True)
+    return RESULTS / f"{path.stem}{suffix}{path.suffix}"
+
+
+def timed(function: Callable[..., T], *args, **kwargs) -> tuple[T, float]:
+    """``function(*args, **kwargs)`` and the wall seconds it took."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def split_samples(
+    n_obs: int, seed: int = 0, *, n_used: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test rows: the first 80 % of a seeded permutation, and the rest.
+
+    ``n_used`` keeps only the permutation's first ``n_used`` rows (a random subset, for smoke
+    runs) before splitting.
+    """
+    order = np.random.default_rng(seed).permutation(n_obs)[:n_used]
+    n_train = int(TRAIN_FRACTION * len(order))
+    return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def log_normalise(adata) -> None:
+    """``log1p`` of counts per 10,000 (scanpy's ``normalize_total`` + ``log1p``), in place."""
+    import scanpy as sc
+
+    sc.pp.normalize_total(adata, target_sum=COUNTS_PER_SAMPLE)
+    sc.pp.log1p(adata)
+
+
+def resident_mb() -> float | None:
+    """Resident memory of this process now (MB; ``None`` off Linux)."""
+    return _status_mb("VmRSS")
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of a block of code.
+
+    The peak is ``VmHWM`` of ``/proc/self/status`` after resetting it through
+    ``/proc/self/clear_refs`` on entry (Linux; elsewhere the process's ``ru_maxrss``).
+    ``row()`` gives ``peak_rss_mb``, ``phase_mb`` (its increase over the resident memory on
+    entry; memory freed earlier and reused is not counted) and, on a GPU, ``peak_gpu_mb``
+    (``torch.cuda.max_memory_allocated`` of the block).
+    """
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        self.start_mb = resident_mb() or 0.0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        peak = _status_mb("VmHWM")
+        if peak is None:  # not Linux: the process's peak so far (macOS reports bytes)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            peak /= 1024 if platform.system() == "Darwin" else 1
+        self.peak_mb = peak
+        self.gpu_mb = (
+            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        )
+
+    def row(self) -> dict:
+        """The measured peaks as table columns."""
+        return {
+            "peak_rss_mb": self.peak_mb,
+            "phase_mb": self.peak_mb - self.start_mb,
+            "peak_gpu_mb": self.gpu_mb,
+        }
