@@ -583,8 +583,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch/BLAS threads")
     parser.add_argument("--seconds", type=float, default=None, help="time per measurement")
     args = parser.parse_args()
-    from gexbert_sc.train import resolve_precision
-    from gexbert_sc.train._precision import cpu_supports_bf16
+    from gexbert_sc.train import cpu_supports_bf16, resolve_precision
 
     if args.threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
