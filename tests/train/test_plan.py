@@ -62,9 +62,7 @@ def test_plan_encodes_with_the_modules_choice_and_its_generator():
     plan.module.train()
     first = plan.forward(batch)[0]
     second = _plan(seed=1).forward(batch)[0]
-    assert torch.equal(
-        first[MODULE_KEYS.CONTEXT_IDX_KEY], second[MODULE_KEYS.CONTEXT_IDX_KEY]
-    )
+    assert torch.equal(first[MODULE_KEYS.CONTEXT_IDX_KEY], second[MODULE_KEYS.CONTEXT_IDX_KEY])
     assert first[MODULE_KEYS.TARGET_IDX_KEY] is not None
     # validation: the module's validation encoding; pretraining's is masked, on the same
     # masks every validation epoch
