@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -115,13 +115,11 @@ class EncodingMixin:
         indices: Sequence[int] | None,
         batch_size: int | None,
         precision: Precision = "32-true",
-        encoding: dict[str, Any] | None = None,
     ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
         """Yield ``(tensors, encoder outputs)`` per minibatch, in eval mode.
 
-        ``encoding`` holds :meth:`~gexbert_sc.module.ExpressionEncoder.encode_samples`
-        arguments (default: the fixed inference context). The autocast context of
-        ``precision`` stays active while the caller works on a yielded batch.
+        The encoding is the fixed inference context. The autocast context of ``precision``
+        stays active while the caller works on a yielded batch.
         """
         self._check_if_trained()
         resolved = resolve_precision(precision, on_gpu=self.device.type == "cuda")
@@ -130,7 +128,7 @@ class EncodingMixin:
         with autocast_context(resolved, self.device):
             for tensors in batches:
                 inputs = self.module._get_inference_input(tensors)
-                yield tensors, self.module.inference(**inputs, encoding=encoding or {})
+                yield tensors, self.module.inference(**inputs, encoding={})
                 release_free_heap()
 
     @torch.inference_mode()
