@@ -70,9 +70,18 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
         nn.init.zeros_(self.batch_emb.weight)
 
     @property
+    def sampling_encoding(self) -> dict[str, Any]:
+        """:meth:`encode_samples` arguments of a random context drawn as in training.
+
+        A random context with ``mask_ratio`` of it hidden, without targets; restorations
+        from several such contexts give the spread of ``tl.impute(n_samples=...)``.
+        """
+        return {"context": "random", "hide_fraction": self.mask_ratio}
+
+    @property
     def training_encoding(self) -> dict[str, Any]:
         """:meth:`encode_samples` arguments of a pretraining step (without the generator)."""
-        return {"context": "random", "hide_fraction": self.mask_ratio, "draw_targets": True}
+        return {**self.sampling_encoding, "draw_targets": True}
 
     @property
     def validation_encoding(self) -> dict[str, Any]:

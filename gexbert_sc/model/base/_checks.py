@@ -8,8 +8,35 @@ from typing import Any
 import numpy as np
 
 
-def _is_integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is a Python or numpy integer (``bool`` is not).
+
+    Parameters
+    ----------
+    value
+        The value to test.
+
+    Returns
+    -------
+    ``True`` for integers.
+    """
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number, integer or float (``bool`` is not).
+
+    Parameters
+    ----------
+    value
+        The value to test.
+
+    Returns
+    -------
+    ``True`` for finite numbers.
+    """
+    is_real = isinstance(value, int | float | np.integer | np.floating)
+    return is_real and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_positive_integers(**values: Any) -> None:
@@ -21,7 +48,7 @@ def check_positive_integers(**values: Any) -> None:
         Argument names and values.
     """
     for name, value in values.items():
-        if not _is_integer(value) or value < 1:
+        if not is_integer(value) or value < 1:
             msg = f"`{name}` must be a positive integer, got {value!r}."
             raise ValueError(msg)
 
@@ -38,8 +65,8 @@ def check_fraction(name: str, value: Any, *, closed_low: bool) -> None:
     closed_low
         Whether 0 is allowed.
     """
-    low_ok = value >= 0 if closed_low else value > 0
-    if not isinstance(value, int | float | np.floating) or not (low_ok and value < 1):
+    in_range = is_finite_number(value) and (value >= 0 if closed_low else value > 0) and value < 1
+    if not in_range:
         interval = "[0, 1)" if closed_low else "(0, 1)"
         msg = f"`{name}` must be in {interval}, got {value!r}."
         raise ValueError(msg)
@@ -77,20 +104,16 @@ def check_architecture(
     if d_model % n_heads:
         msg = f"`d_model` ({d_model}) must be divisible by `n_heads` ({n_heads})."
         raise ValueError(msg)
-    if not _is_integer(n_levels) or n_levels < 3:
+    if not is_integer(n_levels) or n_levels < 3:
         msg = (
             f"`n_levels` must be an integer of at least 3 (zero level + 2 bins), got {n_levels!r}."
         )
         raise ValueError(msg)
     check_fraction("mask_ratio", mask_ratio, closed_low=False)
     check_fraction("dropout", dropout, closed_low=True)
-    if (
-        not isinstance(bottleneck_weight, int | float | np.floating)
-        or not math.isfinite(bottleneck_weight)
-        or bottleneck_weight < 0
-    ):
+    if not is_finite_number(bottleneck_weight) or bottleneck_weight < 0:
         msg = f"`bottleneck_weight` must be a finite number >= 0, got {bottleneck_weight!r}."
         raise ValueError(msg)
-    if seed is not None and not _is_integer(seed):
+    if seed is not None and not is_integer(seed):
         msg = f"`seed` must be an integer or None, got {seed!r}."
         raise ValueError(msg)

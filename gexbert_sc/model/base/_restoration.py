@@ -12,7 +12,7 @@ import torch
 
 from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE, REGISTRY_KEYS
 from gexbert_sc.data._normalization import to_input_scale
-from gexbert_sc.model.base._checks import check_positive_integers
+from gexbert_sc.model.base._checks import check_positive_integers, is_integer
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -91,11 +91,7 @@ class RestorationMixin:
         entries kept unchanged.
         """
         check_positive_integers(query_chunk_size=query_chunk_size)
-        if n_samples is not None and (
-            isinstance(n_samples, bool)
-            or not isinstance(n_samples, int | np.integer)
-            or n_samples < 2
-        ):
+        if n_samples is not None and (not is_integer(n_samples) or n_samples < 2):
             msg = f"`n_samples` must be an integer of at least 2, or None, got {n_samples!r}."
             raise ValueError(msg)
         gene_idx = torch.as_tensor(self._gene_indices(genes), device=self.device)
@@ -204,11 +200,7 @@ class RestorationMixin:
         keeps the one-pass variance accurate.
         """
         inputs = self.module._get_inference_input(tensors)
-        encoding = {
-            "context": "random",
-            "hide_fraction": self.module.mask_ratio,
-            "generator": generator,
-        }
+        encoding = {**self.module.sampling_encoding, "generator": generator}
         total = torch.zeros_like(center, dtype=torch.float64)
         total_sq = torch.zeros_like(total)
         for _ in range(n_samples):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,7 +11,7 @@ import scvi
 import torch
 from scvi.model.base import UnsupervisedTrainingMixin
 
-from gexbert_sc.model.base._checks import check_positive_integers
+from gexbert_sc.model.base._checks import check_positive_integers, is_finite_number
 from gexbert_sc.train import GexBERTTrainingPlan, Precision, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
         check_positive_integers(max_epochs=max_epochs, batch_size=batch_size)
-        if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        if not is_finite_number(lr) or lr <= 0:
             msg = f"`lr` must be a positive finite number, got {lr!r}."
             raise ValueError(msg)
         on_gpu = accelerator in ("gpu", "cuda") or (
