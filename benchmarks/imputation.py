@@ -83,6 +83,7 @@ import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import scanpy as sc
 import scipy.sparse as sp
 import torch
 from _baselines import (
@@ -93,7 +94,14 @@ from _baselines import (
     per_gene_mean,
     soft_impute,
 )
-from _common import SMALL_MODEL, benchmark_parser, results_path, split_samples, timed
+from _common import (
+    SMALL_MODEL,
+    benchmark_parser,
+    log_normalise,
+    results_path,
+    split_samples,
+    timed,
+)
 from scipy import stats
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
@@ -104,6 +112,10 @@ from gexbert_sc.metrics import mask_entries, mask_genes, masked_rmse, median_gen
 
 RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
 PANEL = "panel"
+#: whole-gene cases: every test sample lacks this share of the genes
+GENE_RATES = {"genes 50%": 0.5, "genes 90%": 0.9}
+#: UMIs per cell of the shallow single-cell case
+SHALLOW_UMIS = 1500
 SPREAD_RATE = 0.5
 N_SPREAD_SAMPLES = 8
 N_SPREAD_OBS = 150
@@ -122,8 +134,21 @@ class Dataset:
     single_cell: bool
 
 
+def zeisel_shallow() -> ad.AnnData:
+    """zeisel's counts downsampled to at most ``SHALLOW_UMIS`` per cell, then log-normalised.
+
+    The shallow case a new user meets (median ≈ 1,500 UMIs per cell instead of ≈ 13,000),
+    log-normalised before setup as scanpy tutorials do.
+    """
+    adata = gexbert_sc.datasets.zeisel()
+    sc.pp.downsample_counts(adata, counts_per_cell=SHALLOW_UMIS, random_state=0)
+    log_normalise(adata)
+    return adata
+
+
 DATASETS = {
     "zeisel": Dataset(gexbert_sc.datasets.zeisel, 1000, 25, True),
+    "zeisel_shallow": Dataset(zeisel_shallow, 1000, 25, True),
     "tcga_mirna": Dataset(gexbert_sc.datasets.tcga_mirna, None, 20, False),
     "gse3143": Dataset(lambda: gexbert_sc.datasets.survset("gse3143"), 1000, 150, False),
 }
@@ -149,9 +174,12 @@ def load_split(name: str, fast: bool) -> tuple[np.ndarray, np.ndarray, bool]:
 
 
 def hide(test: np.ndarray, condition: float | str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """MCAR at a rate, or half of the genes for half of the samples (``panel``): masked, mask."""
+    """MCAR at a rate, half of the genes for half of the samples (``panel``), or a share of
+    the genes for every test sample (``GENE_RATES``): the masked values and the mask."""
     if condition == PANEL:
         return mask_genes(test, 0.5, sample_fraction=0.5, seed=seed)
+    if condition in GENE_RATES:
+        return mask_genes(test, GENE_RATES[condition], seed=seed)
     return mask_entries(test, condition, seed=seed)
 
 
@@ -298,14 +326,15 @@ def run(name: str, fast: bool, max_epochs: int | None) -> tuple[list[dict], list
         methods["MAGIC"] = magic_impute
     elif spec.single_cell:
         print("MAGIC skipped: `magic` does not import (see `make bench` to install it).")
-    rates = neighbour_rates(np.vstack([train, test]))[len(train) :] if spec.single_cell else None
+    with_floor = spec.single_cell and is_counts
+    rates = neighbour_rates(np.vstack([train, test]))[len(train) :] if with_floor else None
     rows = [{"dataset": name, "missing": "pretrain", "method": "GexBERT", "seconds": seconds}]
     details = []
-    for i, condition in enumerate((*RATES, PANEL)):
+    for i, condition in enumerate((*RATES, PANEL, *GENE_RATES)):
         masked, hidden = hide(test, condition, seed=1 + i)
         y_masked, factors = log_space(masked, share, is_counts)
         truth = np.log1p(test / factors[:, None] * TARGET_SUM) if is_counts else test
-        label = PANEL if condition == PANEL else f"{round(condition * 100)}%"
+        label = condition if isinstance(condition, str) else f"{round(condition * 100)}%"
         base = {"dataset": name, "missing": label, "hidden_fraction": hidden.mean()}
         y_all = np.vstack([y_train, y_masked])
         fills = {method: timed(fill, y_all) for method, fill in methods.items()}

@@ -30,6 +30,7 @@ class _ModuleKeys(NamedTuple):
     CONTEXT_VALID_KEY: str = "context_valid"
     HIDDEN_KEY: str = "hidden"
     ATTENTION_KEY: str = "cls_attention"
+    PROFILE_COEF_KEY: str = "profile_coef"
 
 
 class _OutputKeys(NamedTuple):

@@ -66,7 +66,19 @@ class GexBERT(RestorationMixin, EncodingMixin, TrainingMixin, GexBERTBase):
     n_inference_context
         Observed genes per sample read by the getters.
     mask_ratio
-        Fraction of the training context hidden and restored.
+        Fraction of the training context additionally hidden (replaced by the missing
+        embedding) and restored; 0 by default, since inference never hides a token.
+    withhold_range
+        Each training step withholds a share of each sample's observed genes, drawn
+        uniformly in this range, chosen irrespective of their values, and restores them: the
+        model learns on genes that are missing the way unmeasured genes are at inference.
+        ``None``: restore observed genes outside the context (the scheme of 0.1, which
+        learns that genes outside a non-zero-first context are mostly zeros; see
+        :doc:`/design`).
+    profile_fit
+        Summarise each profile by a ridge least-squares fit on the learned profile basis
+        and add the fit's low-rank reconstruction to every restoration (``False``: the
+        rescaled projection of 0.1).
     bottleneck_weight
         Weight of the restoration loss computed from ``[CLS]`` alone; it is what makes
         ``X_gexbert`` a good sample summary. 0 trains by restoration only.
@@ -100,7 +112,9 @@ class GexBERT(RestorationMixin, EncodingMixin, TrainingMixin, GexBERTBase):
         n_levels: int = 32,
         n_context: int = 256,
         n_inference_context: int = 1024,
-        mask_ratio: float = 0.3,
+        mask_ratio: float = 0.0,
+        withhold_range: tuple[float, float] | None = (0.1, 0.9),
+        profile_fit: bool = True,
         bottleneck_weight: float = 1.0,
         dropout: float = 0.0,
         seed: int | None = None,
@@ -114,6 +128,8 @@ class GexBERT(RestorationMixin, EncodingMixin, TrainingMixin, GexBERTBase):
             "n_context": n_context,
             "n_inference_context": n_inference_context,
             "mask_ratio": mask_ratio,
+            "withhold_range": withhold_range,
+            "profile_fit": profile_fit,
             "bottleneck_weight": bottleneck_weight,
             "dropout": dropout,
         }

@@ -11,9 +11,11 @@ from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.data._normalization import to_model_scale
 from gexbert_sc.module._attention import EncoderBlock
 from gexbert_sc.module._masking import draw_targets as draw_restoration_targets
-from gexbert_sc.module._masking import hide_tokens
+from gexbert_sc.module._masking import hide_tokens, withhold_genes
 
 ContextPolicy = Literal["fixed", "random"]
+#: ridge of the profile fit, relative to the basis' mean squared norm per observed share
+PROFILE_RIDGE = 0.1
 
 
 class ExpressionEncoder(nn.Module):
@@ -47,6 +49,10 @@ class ExpressionEncoder(nn.Module):
         Dropout rate in attention and feed-forward layers.
     is_counts
         Whether input values are counts (size-factor normalised and log1p'd inside).
+    profile_fit
+        Summarise the profile by a ridge least-squares fit on the profile basis
+        (:meth:`profile_summary`), whose reconstruction the decoder adds to its restorations;
+        ``False`` is the rescaled projection of models saved before 0.2.
     gene_share, bin_edges, gene_mean, principal_axes
         Fitted :class:`~gexbert_sc.data.ExpressionStatistics` arrays; placeholders when
         ``None`` (a loaded or pretrained model overwrites them from its state dict).
@@ -65,6 +71,7 @@ class ExpressionEncoder(nn.Module):
         n_inference_context: int = 1024,
         dropout: float = 0.0,
         is_counts: bool = False,
+        profile_fit: bool = True,
         gene_share: torch.Tensor | None = None,
         bin_edges: torch.Tensor | None = None,
         gene_mean: torch.Tensor | None = None,
@@ -77,6 +84,7 @@ class ExpressionEncoder(nn.Module):
         self.n_inference_context = n_inference_context
         self.n_heads = n_heads
         self.dropout = dropout
+        self.profile_fit = profile_fit
         self._register_statistics(is_counts, gene_share, bin_edges, gene_mean)
         self.gene_emb = nn.Embedding(n_vars, d_model)
         self.value_emb = nn.Embedding(n_vars, d_model)
@@ -171,17 +179,41 @@ class ExpressionEncoder(nn.Module):
             gene_idx, valid = gene_idx[:, :n_keep], valid[:, :n_keep]
         return gene_idx, valid
 
-    def profile_summary(self, y: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
-        """Linear projection of the centred log profile over the genes marked in ``include``.
+    def profile_summary(
+        self, y: torch.Tensor, include: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Summary of the centred log profile over the genes marked in ``include``.
 
-        ``profile_proj`` is stored multiplied by ``sqrt(n_vars)`` (so that AdamW refines its
-        entries instead of erasing them); with the factor ``sqrt(n_vars) / n_included`` the
-        projection is rescaled by ``n_vars / n_included``, so that a partly observed profile
-        projects to the same scale as a complete one (missing genes count as their mean).
+        ``profile_proj`` (``P``) is stored multiplied by ``sqrt(n_vars)`` (so that AdamW
+        refines its entries instead of erasing them); ``M = P / sqrt(n_vars)`` is the basis.
+        The rescaled projection ``r = (G / |O|) M_Oᵀ (y_O - ȳ_O)`` treats a missing gene as
+        its mean. With ``profile_fit`` the summary is instead ``MᵀM c``, where ``c`` is the
+        ridge least-squares fit of the included genes on the basis,
+        ``c = ((G/|O|) M_Oᵀ M_O + λ (G/|O|) I)⁻¹ r`` with ``λ = PROFILE_RIDGE`` times the
+        mean of ``diag(MᵀM)``: the projection of the profile's low-rank reconstruction,
+        which does not depend on which genes are missing, and whose prior grows as fewer
+        genes are observed.
+
+        Returns
+        -------
+        ``(summary, coef)``: the ``(B, d)`` summary and the ``(B, d)`` fitted coefficients
+        ``c`` (``None`` without ``profile_fit``).
         """
         centred = torch.where(include, y - self.gene_mean, 0.0)
-        scale = self.n_vars**0.5 / include.sum(dim=1, keepdim=True).clamp_min(1)
-        return (centred @ self.profile_proj) * scale
+        share = self.n_vars / include.sum(dim=1, keepdim=True).clamp_min(1)
+        summary = (centred @ self.profile_proj) * share / self.n_vars**0.5
+        if not self.profile_fit:
+            return summary, None
+        basis = self.profile_proj / self.n_vars**0.5
+        gram = basis.T @ basis
+        weighted = basis.unsqueeze(0) * include.to(basis.dtype).unsqueeze(-1)
+        partial = weighted.transpose(1, 2) @ basis
+        ridge = PROFILE_RIDGE * gram.diagonal().mean()
+        eye = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
+        share = share.unsqueeze(-1)
+        system = (partial + ridge * eye) * share
+        coef = torch.linalg.solve(system, summary.unsqueeze(-1)).squeeze(-1)
+        return coef @ gram, coef
 
     def expression_levels(self, values: torch.Tensor, gene_idx: torch.Tensor) -> torch.Tensor:
         """Bin log-scale ``values`` of genes ``gene_idx`` (same shape) into level ids."""
@@ -247,6 +279,7 @@ class ExpressionEncoder(nn.Module):
         context: ContextPolicy = "fixed",
         hide_fraction: float = 0.0,
         draw_targets: bool = False,
+        withhold: tuple[float, float] | None = None,
         generator: torch.Generator | None = None,
         return_attention: bool = False,
     ) -> dict[str, torch.Tensor | None]:
@@ -271,8 +304,14 @@ class ExpressionEncoder(nn.Module):
             Fraction of the context whose values are replaced by the missing embedding (and
             left out of the profile summary), drawn from ``generator``.
         draw_targets
-            Draw restoration targets (the hidden genes, then observed genes the encoder did
-            not see, drawn from ``generator``); they are left out of the profile summary.
+            Draw restoration targets (the hidden genes, then the withheld genes, or without
+            ``withhold`` observed genes the encoder did not see, drawn from ``generator``);
+            they are left out of the profile summary.
+        withhold
+            ``(low, high)``: withhold a share of each sample's observed genes drawn uniformly
+            in this range, irrespective of their values (:func:`withhold_genes`), before the
+            context is chosen: they are missing to the encoder and the summary, as genes a
+            sample did not measure are at inference.
         generator
             Source of every random draw of the call (``None``: torch's global RNG).
         return_attention
@@ -294,13 +333,15 @@ class ExpressionEncoder(nn.Module):
             msg = f"`hide_fraction` must be in [0, 1), got {hide_fraction!r}."
             raise ValueError(msg)
         y, observed, factors = self.prepare_values(x, missing)
-        nonzero = observed & (y != 0)
+        withheld = None if withhold is None else withhold_genes(observed, withhold, generator)
+        readable = observed if withheld is None else observed & ~withheld
+        nonzero = readable & (y != 0)
         random = context == "random"
         size = self.n_context if random else self.n_inference_context
-        gene_idx, valid = self.select_context(observed, nonzero, size, random, generator)
+        gene_idx, valid = self.select_context(readable, nonzero, size, random, generator)
         hidden = hide_tokens(valid, hide_fraction, generator)
         # the summary must not see what is hidden, nor what is to be restored
-        include = observed.scatter(1, gene_idx, observed.gather(1, gene_idx) & ~hidden)
+        include = readable.scatter(1, gene_idx, readable.gather(1, gene_idx) & ~hidden)
         out = {
             MODULE_KEYS.TARGET_IDX_KEY: None,
             MODULE_KEYS.BATCH_KEY: batch_index,
@@ -311,12 +352,15 @@ class ExpressionEncoder(nn.Module):
             MODULE_KEYS.HIDDEN_KEY: hidden,
         }
         if draw_targets:
-            targets = draw_restoration_targets(y, observed, gene_idx, valid, hidden, generator)
+            targets = draw_restoration_targets(
+                y, observed, gene_idx, valid, hidden, generator, withheld
+            )
             out.update(targets)
             target_idx = targets[MODULE_KEYS.TARGET_IDX_KEY]
             unseen = include.gather(1, target_idx) & ~targets[MODULE_KEYS.TARGET_VALID_KEY]
             include = include.scatter(1, target_idx, unseen)
-        summary = self.profile_summary(y, include)
+        summary, coef = self.profile_summary(y, include)
+        out[MODULE_KEYS.PROFILE_COEF_KEY] = coef
         memory, padding, attention = self.encode(
             gene_idx,
             y.gather(1, gene_idx),

@@ -21,8 +21,11 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
     observed genes; query tokens (gene embedding + missing embedding + batch embedding) read
     its output by cross-attention and regress each gene's log-scale value as the dot product
     of the decoder output with a per-gene output vector; queries never attend to each other.
-    Pretraining hides ``mask_ratio`` of a random context and restores the hidden genes plus
-    random observed genes the encoder did not see. A second, *bottleneck* decoder pass reads
+    Pretraining withholds a random share of each sample's observed genes (whatever their
+    values, as a panel misses genes), reads a random context of the rest, and restores the
+    withheld genes; the restoration adds the low-rank reconstruction of the profile fit
+    (:meth:`~gexbert_sc.module.ExpressionEncoder.profile_summary`).
+    A second, *bottleneck* decoder pass reads
     ``[CLS]`` alone, so that the embedding has to summarise the sample. The reasons for each
     choice, with measurements, are in :doc:`/design`.
 
@@ -35,7 +38,12 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
     n_decoder_layers
         Decoder (cross-attention) blocks.
     mask_ratio
-        Fraction of the training context hidden and restored.
+        Fraction of the training context hidden (replaced by the missing embedding) and
+        restored.
+    withhold_range
+        Range of the share of each sample's observed genes withheld per training step,
+        irrespective of their values, and restored (see :doc:`/design`); ``None`` restores
+        observed genes outside the context instead (the scheme of models saved before 0.2).
     bottleneck_weight
         Weight of the restoration loss of the ``[CLS]``-only decoder pass.
     **encoder_kwargs
@@ -51,13 +59,15 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
         n_batch: int = 1,
         *,
         n_decoder_layers: int = 1,
-        mask_ratio: float = 0.3,
+        mask_ratio: float = 0.0,
+        withhold_range: tuple[float, float] | None = (0.1, 0.9),
         bottleneck_weight: float = 1.0,
         **encoder_kwargs: Any,
     ):
         super().__init__(n_vars, **encoder_kwargs)
         d_model, n_heads, dropout = self.d_model, self.n_heads, self.dropout
         self.mask_ratio = mask_ratio
+        self.withhold_range = None if withhold_range is None else tuple(withhold_range)
         self.bottleneck_weight = bottleneck_weight
         self.gene_out = nn.Embedding(n_vars, d_model)
         self.batch_emb = nn.Embedding(max(n_batch, 1), d_model)
@@ -73,10 +83,15 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
     def sampling_encoding(self) -> dict[str, Any]:
         """:meth:`encode_samples` arguments of a random context drawn as in training.
 
-        A random context with ``mask_ratio`` of it hidden, without targets; restorations
-        from several such contexts give the spread of ``tl.impute(n_samples=...)``.
+        A random context of the genes left after withholding, with ``mask_ratio`` of it
+        hidden, without targets; restorations from several such contexts give the spread of
+        ``tl.impute(n_samples=...)``.
         """
-        return {"context": "random", "hide_fraction": self.mask_ratio}
+        return {
+            "context": "random",
+            "hide_fraction": self.mask_ratio,
+            "withhold": self.withhold_range,
+        }
 
     @property
     def training_encoding(self) -> dict[str, Any]:
@@ -100,11 +115,14 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
         padding: torch.Tensor | None,
         gene_idx: torch.Tensor,
         batch_index: torch.Tensor,
+        profile_coef: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict log-scale values of genes ``gene_idx`` (``(Q,)`` or ``(B, Q)``) from memory.
 
         Each query reads the memory independently, so the value restored for a gene does not
-        depend on which other genes are queried in the same call.
+        depend on which other genes are queried in the same call. With ``profile_coef`` (the
+        profile fit of :meth:`encode_samples`), the basis reconstruction ``M_g · c`` is added:
+        the decoder learns what the low-rank fit misses.
         """
         batch_size = memory.shape[0]
         if gene_idx.dim() == 1:
@@ -117,7 +135,11 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
         for block in self.decoder:
             query = block(query, memory, padding)
         readout = self.gene_out(gene_idx) + self.output_weight
-        return (self.output_norm(query) * readout).sum(-1) + self.gene_mean[gene_idx]
+        pred = (self.output_norm(query) * readout).sum(-1) + self.gene_mean[gene_idx]
+        if profile_coef is not None:
+            basis = self.profile_proj[gene_idx] / self.n_vars**0.5
+            pred = pred + (basis * profile_coef.unsqueeze(1)).sum(-1)
+        return pred
 
     # ------------------------------------------------------------------ scvi-tools protocol
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
@@ -151,6 +173,7 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
             MODULE_KEYS.MEMORY_PAD_KEY,
             MODULE_KEYS.TARGET_IDX_KEY,
             MODULE_KEYS.BATCH_KEY,
+            MODULE_KEYS.PROFILE_COEF_KEY,
         )
         return {key: inference_outputs[key] for key in keys}
 
@@ -161,14 +184,19 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
         memory_pad: torch.Tensor,
         target_idx: torch.Tensor | None,
         batch_index: torch.Tensor,
+        profile_coef: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Restore the targets from the whole memory, and again from ``[CLS]`` alone."""
         if target_idx is None:
             return {}
-        out = {MODULE_KEYS.PRED_KEY: self.restore(memory, memory_pad, target_idx, batch_index)}
+        out = {
+            MODULE_KEYS.PRED_KEY: self.restore(
+                memory, memory_pad, target_idx, batch_index, profile_coef
+            )
+        }
         if self.bottleneck_weight > 0:
             out[MODULE_KEYS.PRED_BOTTLENECK_KEY] = self.restore(
-                memory[:, :1], None, target_idx, batch_index
+                memory[:, :1], None, target_idx, batch_index, profile_coef
             )
         return out
 

@@ -38,6 +38,39 @@ def hide_tokens(
     return torch.zeros_like(valid).scatter(1, hidden_pos, True) & valid
 
 
+def withhold_genes(
+    observed: torch.Tensor,
+    fraction_range: tuple[float, float],
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Withhold a random share of each sample's observed genes, whatever their values.
+
+    Each sample draws its share uniformly in ``fraction_range``, then each observed gene is
+    withheld with that probability: the genes are chosen irrespective of their values, as the
+    genes a panel did not measure are.
+
+    Parameters
+    ----------
+    observed
+        ``(B, G)`` bool observed mask.
+    fraction_range
+        ``(low, high)`` bounds of the per-sample share, ``0 <= low <= high < 1``.
+    generator
+        Source of the random draws.
+
+    Returns
+    -------
+    ``(B, G)`` bool, ``True`` on withheld genes (a subset of ``observed``).
+    """
+    low, high = fraction_range
+    shape = observed.shape
+    share = low + (high - low) * torch.rand(
+        (shape[0], 1), device=observed.device, generator=generator
+    )
+    draws = torch.rand(shape, device=observed.device, generator=generator)
+    return observed & (draws < share)
+
+
 def draw_targets(
     y: torch.Tensor,
     observed: torch.Tensor,
@@ -45,6 +78,7 @@ def draw_targets(
     valid: torch.Tensor,
     hidden: torch.Tensor,
     generator: torch.Generator | None = None,
+    withheld: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draw as many restoration targets per sample as there are context positions.
 
@@ -68,7 +102,8 @@ def draw_targets(
     visible = torch.zeros_like(observed).scatter(1, gene_idx, valid & ~hidden)
     was_hidden = torch.zeros_like(observed).scatter(1, gene_idx, hidden)
     draws = torch.rand(observed.shape, device=observed.device, generator=generator)
-    priority = torch.where(observed & ~visible, draws + was_hidden.float(), -1.0)
+    pool = observed & ~visible if withheld is None else withheld | was_hidden
+    priority = torch.where(pool, draws + was_hidden.float(), -1.0)
     scores, target_idx = priority.topk(min(gene_idx.shape[1], observed.shape[1]), dim=1)
     return {
         MODULE_KEYS.TARGET_IDX_KEY: target_idx,

@@ -4,7 +4,7 @@ import torch
 from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.module import GexBERTModule
 from gexbert_sc.module._attention import MultiHeadAttention
-from gexbert_sc.module._masking import draw_targets, hide_tokens
+from gexbert_sc.module._masking import draw_targets, hide_tokens, withhold_genes
 
 
 def _module(**kwargs) -> GexBERTModule:
@@ -22,8 +22,29 @@ def test_levels_reserve_zero_and_missing():
     assert module.level_emb.num_embeddings == 9  # 8 levels + the missing embedding
 
 
-def test_training_targets_are_observed_genes_the_encoder_did_not_see():
-    module = _module(mask_ratio=0.25)
+def test_training_targets_are_withheld_observed_genes():
+    module = _module()
+    x = torch.rand(64, 30) * 3
+    x[:, :10] = float("nan")
+    module.train()
+    out = module.inference(x, None, torch.zeros(64, 1))
+    targets = out[MODULE_KEYS.TARGET_IDX_KEY]
+    valid = out[MODULE_KEYS.TARGET_VALID_KEY]
+    context = out[MODULE_KEYS.CONTEXT_IDX_KEY]
+    context_valid = out[MODULE_KEYS.CONTEXT_VALID_KEY]
+    assert (targets[valid] >= 10).all()
+    for row in range(64):
+        seen = set(context[row][context_valid[row]].tolist())
+        assert not seen & set(targets[row][valid[row]].tolist())
+    # 20 observed genes; the share withheld per sample is drawn in (0.1, 0.9)
+    n_targets = valid.sum(1).float()
+    assert n_targets.min() >= 1 and n_targets.max() <= 12 and n_targets.std() > 1
+    assert out[MODULE_KEYS.PROFILE_COEF_KEY].shape == (64, 16)
+    torch.testing.assert_close(out[MODULE_KEYS.TARGET_KEY][valid], x.gather(1, targets)[valid])
+
+
+def test_legacy_training_targets_are_observed_genes_the_encoder_did_not_see():
+    module = _module(mask_ratio=0.25, withhold_range=None, profile_fit=False)
     x = torch.rand(4, 30) * 3
     x[:, :10] = float("nan")
     module.train()
@@ -51,6 +72,37 @@ def test_hidden_tokens_and_targets():
         visible = set(gene_idx[row][valid[row] & ~hidden[row]].tolist())
         assert not visible & set(idx[row].tolist())
         assert set(gene_idx[row][hidden[row]].tolist()) <= set(idx[row].tolist())
+
+
+def test_withheld_genes_are_observed_and_their_share_follows_the_range():
+    observed = torch.ones(400, 200, dtype=torch.bool)
+    observed[:, :50] = False
+    generator = torch.Generator().manual_seed(0)
+    withheld = withhold_genes(observed, (0.2, 0.6), generator)
+    assert not withheld[:, :50].any()
+    share = withheld.sum(1).float() / observed.sum(1)
+    assert 0.15 < share.min() and share.max() < 0.65
+    assert abs(share.mean().item() - 0.4) < 0.02
+    # the genes are drawn irrespective of their values: each gene equally often
+    per_gene = withheld[:, 50:].float().mean(0)
+    assert per_gene.std() < 0.05
+    again = withhold_genes(observed, (0.2, 0.6), torch.Generator().manual_seed(0))
+    assert torch.equal(withheld, again)
+
+
+def test_targets_are_the_withheld_genes_when_genes_are_withheld():
+    y = torch.rand(3, 30)
+    observed = torch.ones(3, 30, dtype=torch.bool)
+    withheld = torch.zeros(3, 30, dtype=torch.bool)
+    withheld[:, 20:25] = True
+    gene_idx = torch.arange(12).expand(3, 12)
+    valid = torch.ones(3, 12, dtype=torch.bool)
+    hidden = torch.zeros(3, 12, dtype=torch.bool)
+    targets = draw_targets(y, observed, gene_idx, valid, hidden, withheld=withheld)
+    idx, ok = targets[MODULE_KEYS.TARGET_IDX_KEY], targets[MODULE_KEYS.TARGET_VALID_KEY]
+    assert ok.sum(1).tolist() == [5, 5, 5]
+    for row in range(3):
+        assert set(idx[row][ok[row]].tolist()) == set(range(20, 25))
 
 
 def test_context_takes_nonzero_genes_first():
@@ -182,5 +234,23 @@ def test_validation_encoding_is_masked_restoration():
     assert module.validation_encoding == {
         "context": "random",
         "hide_fraction": module.mask_ratio,
+        "withhold": module.withhold_range,
         "draw_targets": True,
     }
+
+
+def test_profile_fit_does_not_depend_on_which_genes_are_missing():
+    module = _module(d_model=8, profile_fit=True)
+    basis = module.profile_proj.detach() / module.n_vars**0.5
+    torch.manual_seed(1)
+    y = module.gene_mean + torch.randn(16, 8) @ basis.T  # profiles in the basis' span
+    everything = torch.ones(16, 30, dtype=torch.bool)
+    half = torch.rand(16, 30) < 0.5
+    full_summary, _ = module.profile_summary(y, everything)
+    fitted, coef = module.profile_summary(y, half)
+    module.profile_fit = False
+    projected, none = module.profile_summary(y, half)
+    assert none is None and coef.shape == (16, 8)
+    fit_error = (fitted - full_summary).norm() / full_summary.norm()
+    projection_error = (projected - full_summary).norm() / full_summary.norm()
+    assert fit_error < 0.25 < 0.5 < projection_error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from mudata import MuData
 
 logger = logging.getLogger(__name__)
+
+
+#: hyper-parameters added after 0.1, with the values that reproduce a model saved without them
+LEGACY_HPARAMS: dict[str, Any] = {"withhold_range": None, "profile_fit": False}
 
 
 class GexBERTBase(BaseModelClass):
@@ -261,7 +266,7 @@ class GexBERTBase(BaseModelClass):
             expression = expression_data(adata, registry["setup_args"])
             check_var_names(expression.var_names, _registered_genes(registry))
         try:
-            return super().load(dir_path, adata=adata, **kwargs)
+            model = super().load(dir_path, adata=adata, **kwargs)
         except RuntimeError as error:
             if "state_dict" not in str(error):
                 raise
@@ -272,6 +277,21 @@ class GexBERTBase(BaseModelClass):
                 "class. Load it with the version and class that saved it, or train anew."
             )
             raise ValueError(msg) from error
+        model._apply_legacy_hparams(os.path.join(dir_path, f"{kwargs.get('prefix') or ''}model.pt"))
+        return model
+
+    def _apply_legacy_hparams(self, model_file: str) -> None:
+        """Give a model saved without a newer hyper-parameter the value it was trained with.
+
+        The module reads these as plain attributes, so setting them after construction
+        reproduces the saved model's outputs exactly.
+        """
+        saved = torch.load(model_file, map_location="cpu", weights_only=False)
+        saved_params = saved["attr_dict"]["init_params_"]["non_kwargs"]
+        for name, value in LEGACY_HPARAMS.items():
+            if name not in saved_params and name in self.init_params_["non_kwargs"]:
+                setattr(self.module, name, value)
+                self.init_params_["non_kwargs"][name] = value
 
 
 def _registered_genes(registry: dict) -> list[str]:

@@ -72,6 +72,33 @@ def check_fraction(name: str, value: Any, *, closed_low: bool) -> None:
         raise ValueError(msg)
 
 
+def check_withhold_range(withhold_range: Any) -> None:
+    """Raise a :class:`ValueError` unless ``withhold_range`` is ``None`` or a valid range.
+
+    A valid range is ``(low, high)`` with ``0 <= low <= high < 1`` and ``high > 0``.
+
+    Parameters
+    ----------
+    withhold_range
+        The value to check.
+    """
+    if withhold_range is None:
+        return
+    pair = tuple(withhold_range) if isinstance(withhold_range, tuple | list) else ()
+    valid = (
+        len(pair) == 2
+        and all(is_finite_number(v) for v in pair)
+        and 0 <= pair[0] <= pair[1] < 1
+        and pair[1] > 0
+    )
+    if not valid:
+        msg = (
+            "`withhold_range` must be None or (low, high) with 0 <= low <= high < 1 and "
+            f"high > 0, got {withhold_range!r}."
+        )
+        raise ValueError(msg)
+
+
 def check_architecture(
     *,
     d_model: int,
@@ -82,6 +109,8 @@ def check_architecture(
     n_context: int,
     n_inference_context: int,
     mask_ratio: float,
+    withhold_range: tuple[float, float] | None,
+    profile_fit: bool,
     bottleneck_weight: float,
     dropout: float,
     seed: int | None,
@@ -109,7 +138,17 @@ def check_architecture(
             f"`n_levels` must be an integer of at least 3 (zero level + 2 bins), got {n_levels!r}."
         )
         raise ValueError(msg)
-    check_fraction("mask_ratio", mask_ratio, closed_low=False)
+    check_fraction("mask_ratio", mask_ratio, closed_low=True)
+    check_withhold_range(withhold_range)
+    if withhold_range is None and mask_ratio == 0:
+        msg = (
+            "`mask_ratio` must be > 0 when `withhold_range` is None, got 0: training would "
+            "have nothing to restore."
+        )
+        raise ValueError(msg)
+    if not isinstance(profile_fit, bool | np.bool_):
+        msg = f"`profile_fit` must be True or False, got {profile_fit!r}."
+        raise ValueError(msg)
     check_fraction("dropout", dropout, closed_low=True)
     if not is_finite_number(bottleneck_weight) or bottleneck_weight < 0:
         msg = f"`bottleneck_weight` must be a finite number >= 0, got {bottleneck_weight!r}."

@@ -180,6 +180,7 @@ class RestorationMixin:
                 out[MODULE_KEYS.MEMORY_PAD_KEY],
                 chunk,
                 out[MODULE_KEYS.BATCH_KEY],
+                out.get("profile_coef"),
             ).float()
             for chunk in gene_idx.split(query_chunk_size)
         ]
