@@ -68,10 +68,11 @@ def test_plan_encodes_with_the_modules_choice_and_its_generator():
     # masks every validation epoch
     plan.module.eval()
     masked = plan.forward(batch)[0]
-    assert masked[MODULE_KEYS.HIDDEN_KEY].any()
+    assert masked[MODULE_KEYS.TARGET_VALID_KEY].any()
     plan.on_validation_epoch_start()
     again = plan.forward(batch)[0]
-    assert torch.equal(masked[MODULE_KEYS.HIDDEN_KEY], again[MODULE_KEYS.HIDDEN_KEY])
+    for key in (MODULE_KEYS.TARGET_IDX_KEY, MODULE_KEYS.TARGET_VALID_KEY):
+        assert torch.equal(masked[key], again[key])
     plain = _plan(module_cls=_PlainValidation)
     plain.module.eval()
     out = plain.forward(batch, compute_loss=False)[0]

@@ -169,12 +169,18 @@ class GexBERTBase(BaseModelClass):
         Returns
         -------
         ``{"model": class name, "summary": one line, "model_params": hyper-parameters}``,
-        with ``None`` values left out (written to ``uns`` by the ``tl`` functions).
+        with ``None`` values left out and tuples as lists, so that ``.h5ad`` can store it
+        (written to ``uns`` by the ``tl`` functions).
         """
+        params = {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in self.hparams.items()
+            if value is not None
+        }
         return {
             "model": type(self).__name__,
             "summary": self._model_summary_string,
-            "model_params": {k: v for k, v in self.hparams.items() if v is not None},
+            "model_params": params,
         }
 
     # ------------------------------------------------------------------ genes and data
