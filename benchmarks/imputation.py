@@ -2,14 +2,16 @@
 
 Design (one fixed split of samples per data set: 80 % train, 20 % test, seed 0):
 
-- GexBERT (``d_model=64``, 2 layers, ``n_context=128``, other arguments at their defaults) is
-  pretrained on the training samples only, for a fixed number of epochs per data set
-  (``DATASETS``: zeisel 25, tcga_mirna 20, gse3143 150; chosen to fit the time budget, not
-  to convergence).
+- GexBERT (``d_model=64``, 2 layers, ``n_context=128``, other arguments at their defaults,
+  the training scheme included) is pretrained on the training samples only, for a fixed
+  number of epochs per data set (``DATASETS``: zeisel and zeisel_shallow 25, tcga_mirna 20,
+  gse3143 150; chosen to fit the time budget, not to convergence).
 - On the test samples, observed entries are hidden completely at random (MCAR) at 10, 30, 50,
-  70 and 90 %, plus one structured case, ``panel``: a random half of the test samples lacks a
+  70 and 90 %, plus structured cases: ``panel``, a random half of the test samples lacks a
   random half of the genes entirely (25 % of the entries), as when cohorts were measured with
-  different panels.
+  different panels; ``genes 50%`` and ``genes 90%``, every test sample lacks the same random
+  50 % or 90 % of the genes (whole-gene restoration, where a learned co-expression prior
+  should matter most).
 - Every method fills the same hidden entries and sees the same data: the training samples in
   full and what remains of the test samples. Methods: per-gene mean; ``KNNImputer`` (k=10);
   ``IterativeImputer`` (MICE-style, BayesianRidge, ``max_iter=3``, each gene regressed on its
@@ -56,11 +58,15 @@ correlation with the absolute error and the fraction of hidden entries within 2 
 the truth (the spread is context sensitivity, not a calibrated error).
 
 Data and cost. zeisel: 3,005 cells, the 1,000 genes of highest variance of the training
-cells' log-normalised values (of 4,000); tcga_mirna: 2,578 samples × 239 miRNAs;
+cells' log-normalised values (of 4,000); zeisel_shallow: the same cells, counts downsampled
+to at most 1,500 UMIs per cell (``sc.pp.downsample_counts``, seed 0; median 9,711 before)
+and log-normalised before setup, as a new user of shallow data would (so no noise floor:
+the model reads log values, and the metric space is these values), the 1,000 genes of
+highest variance of its training cells; tcga_mirna: 2,578 samples × 239 miRNAs;
 survset gse3143: 158 samples, the 1,000 genes of highest variance in the training samples
-(of 8,659). Gene subsets keep the run near 20 minutes on an idle 2-core CPU (about 1,800
-CPU-seconds measured: zeisel 1,000, tcga_mirna 500, gse3143 300; most of it GexBERT
-pretraining, then inference, KNN and IterativeImputer); under other load it takes longer,
+(of 8,659). Gene subsets keep the run near 40 minutes on an idle 2-core CPU (one process
+per data set group, see below; most of it GexBERT pretraining, then inference, KNN and
+IterativeImputer); under other load it takes longer,
 and OpenBLAS threads then spin: set ``OPENBLAS_NUM_THREADS=1`` there (SoftImpute took 100×
 longer with two threads on a loaded machine).
 
@@ -68,7 +74,10 @@ Rerun: ``python benchmarks/imputation.py`` (``--datasets zeisel`` to select; ``-
 smoke run on a few hundred samples and genes, 2 epochs, written to ``imputation_fast.*``;
 ``--tag`` to suffix the output files).
 Writes ``benchmarks/results/imputation.csv`` and ``imputation.png`` (RMSE vs missing rate)
-and prints the table and the verdict.
+and prints the table and the verdict. The committed results come from two processes run side
+by side with ``GEXBERT_CPU_BF16=0 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` (fp32 training
+on every CPU, one core each): ``--datasets zeisel zeisel_shallow --tag single_cell`` and
+``--datasets tcga_mirna gse3143 --tag bulk``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from gexbert_sc.module._masking import hide_tokens, withhold_genes
 
 ContextPolicy = Literal["fixed", "random"]
 #: ridge of the profile fit, relative to the basis' mean squared norm per observed share
-PROFILE_RIDGE = 0.1
+PROFILE_RIDGE = 0.3
 
 
 class ExpressionEncoder(nn.Module):
