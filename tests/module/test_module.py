@@ -22,17 +22,22 @@ def test_levels_reserve_zero_and_missing():
     assert module.level_emb.num_embeddings == 9  # 8 levels + the missing embedding
 
 
-def test_training_targets_are_withheld_observed_genes():
-    module = _module()
-    x = torch.rand(64, 30) * 3
+def _training_step(module: GexBERTModule, n_samples: int):
+    """A training-mode encoding of samples whose first 10 of 30 genes are missing."""
+    x = torch.rand(n_samples, 30) * 3
     x[:, :10] = float("nan")
     module.train()
-    out = module.inference(x, None, torch.zeros(64, 1))
-    targets = out[MODULE_KEYS.TARGET_IDX_KEY]
-    valid = out[MODULE_KEYS.TARGET_VALID_KEY]
+    out = module.inference(x, None, torch.zeros(n_samples, 1))
+    targets, valid = out[MODULE_KEYS.TARGET_IDX_KEY], out[MODULE_KEYS.TARGET_VALID_KEY]
+    assert (targets[valid] >= 10).all()
+    torch.testing.assert_close(out[MODULE_KEYS.TARGET_KEY][valid], x.gather(1, targets)[valid])
+    return out, targets, valid
+
+
+def test_training_targets_are_withheld_observed_genes():
+    out, targets, valid = _training_step(_module(), 64)
     context = out[MODULE_KEYS.CONTEXT_IDX_KEY]
     context_valid = out[MODULE_KEYS.CONTEXT_VALID_KEY]
-    assert (targets[valid] >= 10).all()
     for row in range(64):
         seen = set(context[row][context_valid[row]].tolist())
         assert not seen & set(targets[row][valid[row]].tolist())
@@ -40,22 +45,15 @@ def test_training_targets_are_withheld_observed_genes():
     n_targets = valid.sum(1).float()
     assert n_targets.min() >= 1 and n_targets.max() <= 12 and n_targets.std() > 1
     assert out[MODULE_KEYS.PROFILE_COEF_KEY].shape == (64, 16)
-    torch.testing.assert_close(out[MODULE_KEYS.TARGET_KEY][valid], x.gather(1, targets)[valid])
 
 
 def test_legacy_training_targets_are_observed_genes_the_encoder_did_not_see():
     module = _module(mask_ratio=0.25, withhold_range=None, profile_fit=False)
-    x = torch.rand(4, 30) * 3
-    x[:, :10] = float("nan")
-    module.train()
-    out = module.inference(x, None, torch.zeros(4, 1))
-    targets = out[MODULE_KEYS.TARGET_IDX_KEY]
-    valid = out[MODULE_KEYS.TARGET_VALID_KEY]
+    out, targets, valid = _training_step(module, 4)
     assert targets.shape == (4, 12)  # n_context targets per sample
     # 20 observed genes, 12 in context of which 3 hidden: 11 genes left unseen to restore
     assert valid.sum(1).tolist() == [11, 11, 11, 11]
-    assert (targets[valid] >= 10).all()
-    torch.testing.assert_close(out[MODULE_KEYS.TARGET_KEY][valid], x.gather(1, targets)[valid])
+    assert out[MODULE_KEYS.PROFILE_COEF_KEY] is None
 
 
 def test_hidden_tokens_and_targets():
