@@ -82,8 +82,8 @@ def draw_targets(
 ) -> dict[str, torch.Tensor]:
     """Draw as many restoration targets per sample as there are context positions.
 
-    Every hidden context gene comes first, then random observed genes the encoder did not
-    see (zeros included).
+    Every hidden context gene comes first, then random withheld genes (with ``withheld``)
+    or, without it, random observed genes the encoder did not see (zeros included).
 
     Parameters
     ----------
@@ -93,6 +93,9 @@ def draw_targets(
         ``(B, L)`` context genes, ``False`` on padding, ``True`` on hidden tokens.
     generator
         Source of the random draws.
+    withheld
+        ``(B, G)`` bool genes withheld from the encoder (:func:`withhold_genes`); when
+        given, targets are drawn only from them and the hidden tokens.
 
     Returns
     -------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ import pandas as pd
 import scvi
 import torch
 from scvi.model.base import BaseModelClass
+from scvi.model.base._save_load import _load_saved_files
 
 from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data import check_var_names, fit_expression_statistics, resolve_input_scale
@@ -267,8 +267,16 @@ class GexBERTBase(BaseModelClass):
         ValueError
             If ``adata``'s genes differ from the model's or are in another order.
         """
+        # the saved attributes are read once, for the gene check and for the legacy defaults
+        saved = _load_saved_files(
+            dir_path,
+            False,
+            prefix=kwargs.get("prefix"),
+            map_location="cpu",
+            backup_url=kwargs.get("backup_url"),
+        )[0]
         if adata is not None and adata is not False:
-            registry = cls.load_registry(dir_path, prefix=kwargs.get("prefix"))
+            registry = saved["registry_"]
             expression = expression_data(adata, registry["setup_args"])
             check_var_names(expression.var_names, _registered_genes(registry))
         try:
@@ -283,17 +291,16 @@ class GexBERTBase(BaseModelClass):
                 "class. Load it with the version and class that saved it, or train anew."
             )
             raise ValueError(msg) from error
-        model._apply_legacy_hparams(os.path.join(dir_path, f"{kwargs.get('prefix') or ''}model.pt"))
+        model._apply_legacy_hparams(saved["init_params_"]["non_kwargs"])
         return model
 
-    def _apply_legacy_hparams(self, model_file: str) -> None:
+    def _apply_legacy_hparams(self, saved_params: dict[str, Any]) -> None:
         """Give a model saved without a newer hyper-parameter the value it was trained with.
 
-        The module reads these as plain attributes, so setting them after construction
+        ``saved_params`` are the constructor arguments stored in the saved model. The module
+        reads the newer ones as plain attributes, so setting them after construction
         reproduces the saved model's outputs exactly.
         """
-        saved = torch.load(model_file, map_location="cpu", weights_only=False)
-        saved_params = saved["attr_dict"]["init_params_"]["non_kwargs"]
         for name, value in LEGACY_HPARAMS.items():
             if name not in saved_params and name in self.init_params_["non_kwargs"]:
                 setattr(self.module, name, value)

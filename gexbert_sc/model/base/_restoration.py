@@ -180,7 +180,7 @@ class RestorationMixin:
                 out[MODULE_KEYS.MEMORY_PAD_KEY],
                 chunk,
                 out[MODULE_KEYS.BATCH_KEY],
-                out.get("profile_coef"),
+                out.get(MODULE_KEYS.PROFILE_COEF_KEY),
             ).float()
             for chunk in gene_idx.split(query_chunk_size)
         ]
