@@ -126,6 +126,11 @@ class ExpressionEncoder(nn.Module):
         self.register_buffer("gene_priority", priority.float() / n_vars)
 
     @property
+    def profile_basis(self) -> torch.Tensor:
+        """The ``(G, d)`` profile basis ``M = P / sqrt(n_vars)`` (see :meth:`profile_summary`)."""
+        return self.profile_proj / self.n_vars**0.5
+
+    @property
     def d_model(self) -> int:
         """Token width (the size of the sample embedding)."""
         return self.cls_token.shape[0]
@@ -204,7 +209,7 @@ class ExpressionEncoder(nn.Module):
         summary = (centred @ self.profile_proj) * share / self.n_vars**0.5
         if not self.profile_fit:
             return summary, None
-        basis = self.profile_proj / self.n_vars**0.5
+        basis = self.profile_basis
         gram = basis.T @ basis
         weighted = basis.unsqueeze(0) * include.to(basis.dtype).unsqueeze(-1)
         partial = weighted.transpose(1, 2) @ basis

@@ -137,7 +137,7 @@ class GexBERTModule(ExpressionEncoder, BaseModuleClass):
         readout = self.gene_out(gene_idx) + self.output_weight
         pred = (self.output_norm(query) * readout).sum(-1) + self.gene_mean[gene_idx]
         if profile_coef is not None:
-            basis = self.profile_proj[gene_idx] / self.n_vars**0.5
+            basis = self.profile_basis[gene_idx]
             pred = pred + (basis * profile_coef.unsqueeze(1)).sum(-1)
         return pred
 
