@@ -1,14 +1,18 @@
 """Torch modules (never see AnnData)."""
 
 from gexbert_sc.module._attention import FFN_FACTOR
+from gexbert_sc.module._classifier import GexBERTClassifierModule
 from gexbert_sc.module._cost import decoder_flops, encoder_flops
 from gexbert_sc.module._encoder import ContextPolicy, ExpressionEncoder
 from gexbert_sc.module._gexbert import GexBERTModule
+from gexbert_sc.module._heads import ClassifierHead
 
 __all__ = [
     "FFN_FACTOR",
+    "ClassifierHead",
     "ContextPolicy",
     "ExpressionEncoder",
+    "GexBERTClassifierModule",
     "GexBERTModule",
     "decoder_flops",
     "encoder_flops",

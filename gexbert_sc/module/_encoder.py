@@ -11,7 +11,7 @@ from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.data._normalization import to_model_scale
 from gexbert_sc.module._attention import EncoderBlock
 from gexbert_sc.module._masking import draw_targets as draw_restoration_targets
-from gexbert_sc.module._masking import hide_tokens, withhold_genes
+from gexbert_sc.module._masking import hide_tokens, withhold_genes, withhold_outside_panel
 
 ContextPolicy = Literal["fixed", "random"]
 #: ridge of the profile fit, relative to the basis' mean squared norm per observed share
@@ -99,6 +99,8 @@ class ExpressionEncoder(nn.Module):
         self.encoder_norm = nn.LayerNorm(d_model)
         for weight in (self.gene_emb.weight, self.level_emb.weight, self.value_emb.weight):
             nn.init.normal_(weight, std=0.02)
+        # the parameters a task head fine-tunes or freezes (a subclass adds its own after)
+        self.encoder_parameter_names = tuple(name for name, _ in self.named_parameters())
 
     def _register_statistics(
         self,
@@ -285,6 +287,7 @@ class ExpressionEncoder(nn.Module):
         hide_fraction: float = 0.0,
         draw_targets: bool = False,
         withhold: tuple[float, float] | None = None,
+        panel_min_genes: int | None = None,
         generator: torch.Generator | None = None,
         return_attention: bool = False,
     ) -> dict[str, torch.Tensor | None]:
@@ -317,6 +320,10 @@ class ExpressionEncoder(nn.Module):
             in this range, irrespective of their values (:func:`withhold_genes`), before the
             context is chosen: they are missing to the encoder and the summary, as genes a
             sample did not measure are at inference.
+        panel_min_genes
+            Instead of ``withhold``: keep a random panel of each sample's observed genes,
+            log-uniform in size from ``panel_min_genes`` to all of them, and withhold the rest
+            (:func:`withhold_outside_panel`; the panel dropout of task models).
         generator
             Source of every random draw of the call (``None``: torch's global RNG).
         return_attention
@@ -338,7 +345,14 @@ class ExpressionEncoder(nn.Module):
             msg = f"`hide_fraction` must be in [0, 1), got {hide_fraction!r}."
             raise ValueError(msg)
         y, observed, factors = self.prepare_values(x, missing)
-        withheld = None if withhold is None else withhold_genes(observed, withhold, generator)
+        if withhold is not None and panel_min_genes is not None:
+            msg = "Pass either `withhold` or `panel_min_genes`, not both."
+            raise ValueError(msg)
+        withheld = None
+        if withhold is not None:
+            withheld = withhold_genes(observed, withhold, generator)
+        elif panel_min_genes is not None:
+            withheld = withhold_outside_panel(observed, panel_min_genes, generator)
         readable = observed if withheld is None else observed & ~withheld
         nonzero = readable & (y != 0)
         random = context == "random"

@@ -113,3 +113,38 @@ def draw_targets(
         MODULE_KEYS.TARGET_KEY: y.gather(1, target_idx),
         MODULE_KEYS.TARGET_VALID_KEY: scores >= 0,
     }
+
+
+def withhold_outside_panel(
+    observed: torch.Tensor, min_genes: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Keep a random panel of each sample's observed genes and withhold the rest.
+
+    Each sample draws its panel size log-uniformly between ``min_genes`` and its number of
+    observed genes (a sample with fewer observed genes keeps them all), then keeps that many
+    of its observed genes chosen uniformly at random. Log-uniform sizes give as many steps
+    to panels of 16–32 genes as to panels of 1,000–2,000, so that one classifier learns to
+    read small panels and whole profiles alike.
+
+    Parameters
+    ----------
+    observed
+        ``(B, G)`` bool observed mask.
+    min_genes
+        Smallest panel size, ``>= 1``.
+    generator
+        Source of the random draws.
+
+    Returns
+    -------
+    ``(B, G)`` bool, ``True`` on withheld genes (a subset of ``observed``).
+    """
+    n_observed = observed.sum(dim=1, keepdim=True).float()
+    low = torch.clamp(n_observed, max=float(min_genes)).clamp_min(1.0).log()
+    high = n_observed.clamp_min(1.0).log()
+    draw = torch.rand(low.shape, device=observed.device, generator=generator)
+    n_keep = torch.exp(low + (high - low) * draw).round()
+    priority = torch.rand(observed.shape, device=observed.device, generator=generator)
+    priority = torch.where(observed, priority, -1.0)
+    rank = priority.argsort(dim=1, descending=True).argsort(dim=1)
+    return observed & (rank >= n_keep)

@@ -2,5 +2,6 @@
 
 from gexbert_sc.tl._embed import embed
 from gexbert_sc.tl._impute import impute
+from gexbert_sc.tl._predict import predict
 
-__all__ = ["embed", "impute"]
+__all__ = ["embed", "impute", "predict"]

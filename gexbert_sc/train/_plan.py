@@ -145,8 +145,15 @@ class GexBERTTrainingPlan(TrainingPlan):
         self.compute_and_log_metrics(loss_output, self.val_metrics, "validation")
 
     def configure_optimizers(self) -> dict:
-        """AdamW over trainable parameters with a per-step warm-up + cosine schedule."""
-        params = [p for p in self.module.parameters() if p.requires_grad]
+        """AdamW over trainable parameters with a per-step warm-up + cosine schedule.
+
+        A module with a ``parameter_groups(lr)`` method (a task module) gives its own groups,
+        e.g. a lower learning rate for a pretrained encoder.
+        """
+        if hasattr(self.module, "parameter_groups"):
+            params = self.module.parameter_groups(self.lr)
+        else:
+            params = [p for p in self.module.parameters() if p.requires_grad]
         optimizer = self.get_optimizer_creator()(params)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         warmup_steps = max(1, min(1000, round(self.warmup_fraction * total_steps)))

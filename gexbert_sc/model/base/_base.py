@@ -85,7 +85,16 @@ class GexBERTBase(BaseModelClass):
                 n_batch=self.summary_stats.n_batch,
                 **module_kwargs,
                 **statistics,
+                **self._task_module_kwargs(),
             )
+
+    def _task_module_kwargs(self) -> dict[str, Any]:
+        """Module arguments a task model derives from its registered data (none here).
+
+        Called after the data are registered and before the module is built, e.g. for the
+        number of classes and the class weights of a classifier.
+        """
+        return {}
 
     def _fit_statistics(self, n_levels: int, d_model: int) -> dict[str, Any]:
         """Fit the per-gene statistics on the registered data (seed 0, whatever ``seed``).
@@ -144,6 +153,8 @@ class GexBERTBase(BaseModelClass):
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments of this model (hyper-parameters and ``seed``)."""
         params = dict(self.init_params_["non_kwargs"])
+        for extra in self.init_params_["kwargs"].values():
+            params.update(extra)  # a task model's `**architecture`
         params["seed"] = self.seed_
         return params
 

@@ -1,0 +1,359 @@
+"""GexBERTClassifier: one classifier, built on a pretrained GexBERT, that reads any gene panel."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LabelsWithUnlabeledObsField, LayerField
+
+from gexbert_sc._constants import MODULE_KEYS, REGISTRY_KEYS
+from gexbert_sc.data._input_scale import InputScale
+from gexbert_sc.data._validation import check_expression_setup, check_obs_key
+from gexbert_sc.model._gexbert import GexBERT
+from gexbert_sc.model.base import EncodingMixin, GexBERTBase, TrainingMixin, check_architecture
+from gexbert_sc.model.base._checks import check_fraction, check_positive_integers, is_finite_number
+from gexbert_sc.module import GexBERTClassifierModule
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from anndata import AnnData
+
+    from gexbert_sc.train import Precision
+
+logger = logging.getLogger(__name__)
+
+#: The unlabelled category registered when the user names none (never a real label).
+DEFAULT_UNLABELED = "gexbert_unlabeled"
+ClassWeight = Literal["balanced"] | None
+
+
+class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
+    """Classify samples from any panel of genes, with a head on a pretrained GexBERT.
+
+    Build it with :meth:`from_gexbert_model` (as ``SCANVI.from_scvi_model``). Training keeps a
+    random panel of each sample's observed genes at every step (*panel dropout*: panel sizes
+    log-uniform from ``min_panel_genes`` to all genes; see :doc:`/classification`), so that
+    the one classifier serves whole profiles and small panels alike; :meth:`predict` reads
+    whatever genes a sample has (align a panel with :func:`gexbert_sc.data.align_genes`:
+    genes it did not measure are missing, never zero).
+
+    Parameters
+    ----------
+    adata
+        AnnData set up with :meth:`setup_anndata`.
+    registry
+        Registry of the pretrained or saved model (:meth:`from_gexbert_model` and
+        :meth:`load` pass it): no statistics are fitted and the weights are loaded after.
+    n_hidden
+        Width of the head's hidden layer.
+    head_dropout
+        Dropout in the head.
+    min_panel_genes
+        Smallest panel kept by panel dropout.
+    freeze_encoder
+        Train the head only, on the frozen pretrained embedding; ``False`` fine-tunes the
+        encoder too, at ``encoder_lr_scale`` times the head's learning rate.
+    encoder_lr_scale
+        Learning rate of the encoder relative to the head's when it is fine-tuned.
+    class_weight
+        ``"balanced"`` weighs each class inversely to its number of labelled samples (as
+        scikit-learn's ``class_weight="balanced"``); ``None`` weighs samples equally.
+    seed
+        Seed of the head's initialisation and of training.
+    **architecture
+        The pretrained model's hyper-parameters (:class:`~gexbert_sc.GexBERT`'s defaults for
+        those not given).
+    """
+
+    _module_cls = GexBERTClassifierModule
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
+        *,
+        n_hidden: int = 128,
+        head_dropout: float = 0.1,
+        min_panel_genes: int = 16,
+        freeze_encoder: bool = False,
+        encoder_lr_scale: float = 0.1,
+        class_weight: ClassWeight = "balanced",
+        seed: int | None = None,
+        **architecture: Any,
+    ):
+        architecture = {**_pretraining_defaults(), **architecture}
+        check_architecture(**architecture, seed=seed)
+        check_positive_integers(n_hidden=n_hidden, min_panel_genes=min_panel_genes)
+        check_fraction("head_dropout", head_dropout, closed_low=True)
+        if not is_finite_number(encoder_lr_scale) or encoder_lr_scale <= 0:
+            msg = f"`encoder_lr_scale` must be a positive finite number, got {encoder_lr_scale!r}."
+            raise ValueError(msg)
+        if class_weight not in ("balanced", None):
+            msg = f"`class_weight` must be 'balanced' or None, got {class_weight!r}."
+            raise ValueError(msg)
+        self._class_weight = class_weight
+        head = {
+            "n_hidden": n_hidden,
+            "head_dropout": head_dropout,
+            "min_panel_genes": min_panel_genes,
+            "freeze_encoder": bool(freeze_encoder),
+            "encoder_lr_scale": encoder_lr_scale,
+        }
+        super().__init__(adata, registry, seed=seed, module_kwargs={**architecture, **head})
+        self.init_params_ = self._get_init_params(locals())
+
+    def _task_module_kwargs(self) -> dict[str, Any]:
+        """The number of classes and the class weights, from the registered labels."""
+        weights = None
+        if self._class_weight == "balanced" and self.adata is not None:
+            codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
+            counts = np.bincount(codes[codes < self.n_classes], minlength=self.n_classes)
+            balanced = counts.sum() / (self.n_classes * np.maximum(counts, 1))
+            weights = torch.from_numpy(np.where(counts > 0, balanced, 0.0))
+        return {"n_classes": self.n_classes, "class_weights": weights}
+
+    # ------------------------------------------------------------------ labels
+    @property
+    def _labels_registry(self) -> dict[str, Any]:
+        return self.registry_["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
+
+    @property
+    def unlabeled_category(self) -> Any:
+        """The category of unlabelled samples (not a class)."""
+        return self._labels_registry["unlabeled_category"]
+
+    @property
+    def classes(self) -> pd.Index:
+        """The classes the model predicts, in the order of :meth:`predict`'s columns."""
+        mapping = self._labels_registry["categorical_mapping"]
+        return pd.Index([c for c in mapping if c != self.unlabeled_category])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str,
+        unlabeled_category: Any = DEFAULT_UNLABELED,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        missing_layer: str | None = None,
+        input_scale: InputScale = "auto",
+        **kwargs: Any,
+    ) -> None:
+        """Set up an AnnData for a classifier (:meth:`from_gexbert_model` calls this).
+
+        Parameters
+        ----------
+        adata
+            AnnData with the pretrained model's genes, in its order.
+        labels_key
+            ``obs`` column of the labels.
+        unlabeled_category
+            Label value of samples without a label; they take no part in the loss.
+        layer, batch_key, missing_layer, input_scale
+            As in :meth:`gexbert_sc.GexBERT.setup_anndata`.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        check_expression_setup(adata, layer, missing_layer, input_scale)
+        check_obs_key(adata, batch_key, "batch_key")
+        check_obs_key(adata, labels_key, "labels_key")
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category),
+        ]
+        if missing_layer is not None:
+            fields.append(LayerField(REGISTRY_KEYS.MISSING_KEY, missing_layer, is_count_data=False))
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    @classmethod
+    def from_gexbert_model(
+        cls,
+        gexbert_model: GexBERTBase,
+        labels_key: str | None = None,
+        unlabeled_category: Any = None,
+        adata: AnnData | None = None,
+        **classifier_kwargs: Any,
+    ) -> Self:
+        """Build a classifier on a pretrained model, as ``SCANVI.from_scvi_model`` does.
+
+        The pretrained weights and statistics are loaded; the head is new. ``adata`` is set
+        up with the pretrained model's expression arguments and ``labels_key``.
+
+        Parameters
+        ----------
+        gexbert_model
+            A trained :class:`~gexbert_sc.GexBERT`.
+        labels_key
+            ``obs`` column of the labels; default: the ``labels_key`` registered when the
+            pretrained model was set up.
+        unlabeled_category
+            Label value of unlabelled samples (used in training only through the encoder;
+            they take no part in the loss). ``None``: every sample is labelled.
+        adata
+            AnnData to train on, with the pretrained model's genes in its order; default:
+            the pretrained model's.
+        **classifier_kwargs
+            Arguments of :class:`GexBERTClassifier` (``freeze_encoder``, ``n_hidden``, ...).
+
+        Returns
+        -------
+        The untrained classifier.
+
+        Raises
+        ------
+        ValueError
+            Without a labels column, with labels that are missing (NaN), or with fewer than
+            two classes among the labelled samples.
+        """
+        gexbert_model._check_if_trained(warn=False)
+        adata = gexbert_model.adata if adata is None else adata
+        setup = dict(gexbert_model.registry_["setup_args"])
+        labels_key = setup.get("labels_key") if labels_key is None else labels_key
+        if labels_key is None:
+            msg = (
+                "`labels_key` is required: the pretrained model was set up without one; pass "
+                "the `obs` column holding the labels."
+            )
+            raise ValueError(msg)
+        check_obs_key(adata, labels_key, "labels_key")
+        _check_labels(adata.obs[labels_key], labels_key, unlabeled_category)
+        cls.setup_anndata(
+            adata,
+            labels_key=labels_key,
+            unlabeled_category=DEFAULT_UNLABELED if unlabeled_category is None else unlabeled_category,
+            layer=setup.get("layer"),
+            batch_key=setup.get("batch_key"),
+            missing_layer=setup.get("missing_layer"),
+            input_scale=setup.get("input_scale", "auto"),
+        )
+        return cls._from_pretrained(gexbert_model, adata, **classifier_kwargs)
+
+    # ------------------------------------------------------------------ prediction
+    @torch.inference_mode()
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        soft: bool = False,
+        batch_size: int | None = None,
+        *,
+        memory_budget: int | str | None = None,
+        precision: Precision = "32-true",
+    ) -> pd.Series | pd.DataFrame:
+        """Predict the class of each sample from the genes it has.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes in its order (NaN where a gene was not measured:
+            align a panel with :func:`gexbert_sc.data.align_genes`); default: the training
+            AnnData. Its labels column, if any, is not read.
+        indices
+            Samples to predict (default: all).
+        soft
+            Return class probabilities instead of labels.
+        batch_size, memory_budget, precision
+            As in :meth:`get_latent_representation` (the result does not depend on the batch
+            size).
+
+        Returns
+        -------
+        A categorical :class:`~pandas.Series` of predicted classes, or with ``soft`` a
+        :class:`~pandas.DataFrame` of probabilities (classes as columns, rows sum to 1),
+        indexed by the samples' names.
+        """
+        data = self.adata if adata is None else self._prediction_data(adata)
+        batch_size = self._resolve_batch_size(batch_size, memory_budget)
+        probabilities = np.empty((self._n_rows(data, indices), self.n_classes), dtype=np.float64)
+        start = 0
+        for _, out in self._encoded_batches(data, indices, batch_size, precision):
+            logits = self.module.classifier(out[MODULE_KEYS.Z_KEY]).float()
+            chunk = torch.softmax(logits.double(), dim=1).cpu().numpy()
+            probabilities[start : start + len(chunk)] = chunk
+            start += len(chunk)
+        names = data.obs_names if indices is None else data.obs_names[np.asarray(indices)]
+        proba = pd.DataFrame(probabilities, index=names, columns=self.classes)
+        if soft:
+            return proba
+        labels = self.classes[probabilities.argmax(axis=1)]
+        return pd.Series(pd.Categorical(labels, categories=self.classes), index=names)
+
+    def _prediction_data(self, adata: AnnData) -> AnnData:
+        """An AnnData sharing ``adata``'s expression, batch codes and nothing else.
+
+        Prediction never reads labels, so the labels column is filled with the unlabelled
+        category: a query whose labels have categories unseen in training, or no labels
+        column at all, predicts as any other; ``adata`` itself is left untouched.
+        """
+        if not isinstance(adata, ad.AnnData):
+            msg = f"`adata` must be an AnnData, got {type(adata).__name__}."
+            raise TypeError(msg)
+        setup = self.registry_["setup_args"]
+        batch_key = setup.get("batch_key")
+        check_obs_key(adata, batch_key, "batch_key")
+        obs = pd.DataFrame(index=adata.obs_names.copy())
+        if batch_key is not None:
+            obs[batch_key] = adata.obs[batch_key].to_numpy()
+        obs[setup["labels_key"]] = self.unlabeled_category
+        layer_names = [setup.get("layer"), setup.get("missing_layer")]
+        for name in filter(None, layer_names):
+            if name not in adata.layers:
+                msg = f"`adata.layers` has no {name!r}, which the model was set up with."
+                raise KeyError(msg)
+        layers = {name: adata.layers[name] for name in filter(None, layer_names)}
+        x = adata.X if setup.get("layer") is None else None
+        return ad.AnnData(X=x, obs=obs, var=adata.var[[]].copy(), layers=layers)
+
+
+def _pretraining_defaults() -> dict[str, Any]:
+    """The hyper-parameters of :class:`~gexbert_sc.GexBERT` and their defaults."""
+    signature = inspect.signature(GexBERT.__init__)
+    return {
+        name: parameter.default
+        for name, parameter in signature.parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY and name != "seed"
+    }
+
+
+def _check_labels(labels: pd.Series, labels_key: str, unlabeled_category: Any) -> None:
+    """Raise a :class:`ValueError` unless ``labels`` give at least two labelled classes."""
+    if labels.isna().any():
+        msg = (
+            f"`adata.obs[{labels_key!r}]` has {int(labels.isna().sum())} missing labels (NaN); "
+            "fill them with a category and pass it as `unlabeled_category`."
+        )
+        raise ValueError(msg)
+    labelled = labels[labels != unlabeled_category] if unlabeled_category is not None else labels
+    if len(labelled) == 0:
+        msg = (
+            f"Every sample of `adata.obs[{labels_key!r}]` is {unlabeled_category!r} "
+            "(`unlabeled_category`): there is nothing to learn from."
+        )
+        raise ValueError(msg)
+    classes = pd.unique(labelled.astype(str))
+    if len(classes) < 2:
+        msg = (
+            f"`adata.obs[{labels_key!r}]` has {len(classes)} labelled class ({list(classes)}); "
+            "a classifier needs at least 2."
+        )
+        raise ValueError(msg)

@@ -1,0 +1,210 @@
+"""GexBERTClassifier: panel-dropout training, prediction on panels, freezing, save/load, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import TINY_MODEL, TINY_TRAIN, make_counts_adata
+
+from gexbert_sc import GexBERT, GexBERTClassifier, data, tl
+
+CLASSIFIER_TRAIN = {**TINY_TRAIN, "max_epochs": 12, "batch_size": 16, "lr": 5e-3}
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    """A tiny GexBERT pretrained on three labelled cell groups (shared, do not mutate)."""
+    adata = make_counts_adata(seed=3)
+    GexBERT.setup_anndata(adata, labels_key="cell_type")
+    model = GexBERT(adata, **TINY_MODEL)
+    model.train(**TINY_TRAIN)
+    return model
+
+
+@pytest.fixture(scope="module")
+def classifier(pretrained):
+    """A classifier fine-tuned on the pretrained model's data (shared, do not mutate)."""
+    model = GexBERTClassifier.from_gexbert_model(pretrained)
+    model.train(**CLASSIFIER_TRAIN)
+    return model
+
+
+def test_predictions_are_classes_and_probabilities(classifier):
+    labels = classifier.adata.obs["cell_type"]
+    predicted = classifier.predict()
+    assert isinstance(predicted.dtype, pd.CategoricalDtype)
+    assert list(predicted.cat.categories) == ["type_0", "type_1", "type_2"]
+    assert predicted.index.equals(classifier.adata.obs_names)
+    proba = classifier.predict(soft=True)
+    assert list(proba.columns) == list(classifier.classes)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert ((proba >= 0) & (proba <= 1)).all().all()
+    # measured 1.0 on these three separable groups; chance is about 0.33
+    assert (predicted.to_numpy() == labels.to_numpy()).mean() > 0.8
+
+
+def test_predict_reads_a_panel(classifier):
+    """A panel of 20 of the 40 genes, shuffled, aligned first: missing genes are NaN."""
+    adata = classifier.adata
+    rng = np.random.default_rng(0)
+    panel_genes = rng.permutation(adata.var_names)[:20]
+    panel = adata[:, panel_genes].copy()
+    del panel.obs["cell_type"]
+    aligned = data.align_genes(panel, classifier)
+    predicted = classifier.predict(aligned)
+    assert predicted.index.equals(panel.obs_names)
+    # the same as a full AnnData with the other genes set to NaN
+    masked = adata.copy()
+    masked.X[:, ~adata.var_names.isin(panel_genes)] = np.nan
+    pd.testing.assert_series_equal(predicted, classifier.predict(masked))
+    # measured 1.0 with half of the genes; chance is about 0.33
+    assert (predicted.to_numpy() == adata.obs["cell_type"].to_numpy()).mean() > 0.7
+
+
+def test_predict_ignores_unseen_label_categories_and_leaves_adata_unchanged(classifier):
+    query = classifier.adata.copy()
+    query.obs["cell_type"] = pd.Categorical(["never_seen"] * query.n_obs)
+    before = query.obs.copy()
+    predicted = classifier.predict(query)
+    pd.testing.assert_series_equal(predicted, classifier.predict())
+    pd.testing.assert_frame_equal(query.obs, before)
+
+
+def test_frozen_encoder_trains_the_head_only(pretrained):
+    model = GexBERTClassifier.from_gexbert_model(pretrained, freeze_encoder=True)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    model.train(**TINY_TRAIN)
+    after = model.module.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("classifier.") for k in changed)
+    # the frozen embedding is the pretrained one
+    np.testing.assert_array_equal(
+        model.get_latent_representation(), pretrained.get_latent_representation()
+    )
+
+
+def test_fine_tuning_moves_the_encoder_at_a_lower_rate(pretrained):
+    model = GexBERTClassifier.from_gexbert_model(pretrained, encoder_lr_scale=0.2)
+    groups = model.module.parameter_groups(1e-3)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 2e-4])
+    before = model.module.cls_token.detach().clone()
+    decoder_before = model.module.gene_out.weight.detach().clone()
+    model.train(**TINY_TRAIN)
+    assert not torch.equal(before, model.module.cls_token)
+    # the restoration decoder takes no part in classification and stays as pretrained
+    torch.testing.assert_close(decoder_before, model.module.gene_out.weight)
+
+
+def test_unlabelled_samples_take_no_part_in_the_loss(pretrained):
+    adata = pretrained.adata.copy()
+    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    labels[:40] = "unknown"
+    adata.obs["partial"] = pd.Categorical(labels)
+    model = GexBERTClassifier.from_gexbert_model(
+        pretrained, labels_key="partial", unlabeled_category="unknown", adata=adata
+    )
+    assert "unknown" not in model.classes and model.n_classes == 3
+    counts = pd.Series(labels[40:]).value_counts()
+    expected = counts.sum() / (3 * counts[list(model.classes)].to_numpy())
+    np.testing.assert_allclose(model.module.class_weights.numpy(), expected, rtol=1e-6)
+    model.train(**TINY_TRAIN)
+    assert set(model.predict().unique()) <= set(model.classes)
+
+
+def test_save_load_gives_identical_predictions(classifier, tmp_path):
+    classifier.save(tmp_path / "clf", save_anndata=True)
+    loaded = GexBERTClassifier.load(tmp_path / "clf")
+    pd.testing.assert_frame_equal(loaded.predict(soft=True), classifier.predict(soft=True))
+    assert loaded.hparams == classifier.hparams
+    other = make_counts_adata(seed=3)
+    other.var_names = [f"other_{j}" for j in range(other.n_vars)]
+    with pytest.raises(ValueError, match="genes"):
+        GexBERTClassifier.load(tmp_path / "clf", adata=other)
+
+
+def test_tl_predict_writes_obs_obsm_and_provenance(classifier):
+    adata = classifier.adata.copy()
+    result = tl.predict(adata, classifier, copy=True)
+    assert "gexbert_prediction" not in adata.obs
+    assert isinstance(result.obs["gexbert_prediction"].dtype, pd.CategoricalDtype)
+    proba = result.obsm["gexbert_prediction_proba"]
+    assert list(proba.columns) == list(classifier.classes)
+    np.testing.assert_allclose(result.obs["gexbert_prediction_confidence"], proba.max(axis=1))
+    record = result.uns["gexbert"]["outputs"]["gexbert_prediction"]
+    assert record["model"] == "GexBERTClassifier"
+    tl.predict(adata, classifier, key_added="celltype_pred")
+    assert "celltype_pred_proba" in adata.obsm
+
+
+def test_tl_predict_refuses_a_pretraining_model(pretrained):
+    with pytest.raises(TypeError, match="GexBERTClassifier"):
+        tl.predict(pretrained.adata.copy(), pretrained)
+
+
+def test_predict_in_bf16_gives_probabilities(classifier):
+    proba = classifier.predict(soft=True, precision="bf16-mixed")
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    agree = (proba.to_numpy().argmax(1) == classifier.predict(soft=True).to_numpy().argmax(1))
+    assert agree.mean() > 0.9
+
+
+# ---------------------------------------------------------------------- errors
+def _unlabelled_pretrained():
+    adata = make_counts_adata(seed=4)
+    GexBERT.setup_anndata(adata)
+    model = GexBERT(adata, **TINY_MODEL)
+    model.train(**{**TINY_TRAIN, "max_epochs": 1})
+    return model
+
+
+def test_labels_key_is_required_without_a_registered_one():
+    model = _unlabelled_pretrained()
+    obs_before = model.adata.obs.copy()
+    with pytest.raises(ValueError, match="`labels_key` is required"):
+        GexBERTClassifier.from_gexbert_model(model)
+    with pytest.raises(KeyError, match="`labels_key='nope'`"):
+        GexBERTClassifier.from_gexbert_model(model, labels_key="nope")
+    pd.testing.assert_frame_equal(model.adata.obs, obs_before)
+
+
+@pytest.mark.parametrize(
+    ("labels", "unlabeled", "match"),
+    [
+        (["a"] * 120, None, "1 labelled class"),
+        (["a"] * 60 + ["?"] * 60, "?", "1 labelled class"),
+        (["?"] * 120, "?", "Every sample"),
+        (["a"] * 60 + [np.nan] * 60, None, "missing labels"),
+    ],
+)
+def test_bad_labels_raise_and_leave_adata_unchanged(pretrained, labels, unlabeled, match):
+    adata = pretrained.adata.copy()
+    adata.obs["bad"] = labels
+    obs_before = adata.obs.copy()
+    with pytest.raises(ValueError, match=match):
+        GexBERTClassifier.from_gexbert_model(
+            pretrained, labels_key="bad", unlabeled_category=unlabeled, adata=adata
+        )
+    pd.testing.assert_frame_equal(adata.obs, obs_before)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"min_panel_genes": 0}, "min_panel_genes"),
+        ({"head_dropout": 1.0}, "head_dropout"),
+        ({"encoder_lr_scale": 0.0}, "encoder_lr_scale"),
+        ({"class_weight": "inverse"}, "class_weight"),
+    ],
+)
+def test_bad_hyper_parameters_raise(pretrained, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GexBERTClassifier.from_gexbert_model(pretrained, **kwargs)
+
+
+def test_untrained_pretrained_model_is_refused():
+    adata = make_counts_adata()
+    GexBERT.setup_anndata(adata, labels_key="cell_type")
+    with pytest.raises(RuntimeError, match="not trained"):
+        GexBERTClassifier.from_gexbert_model(GexBERT(adata, **TINY_MODEL))
