@@ -1,4 +1,4 @@
-"""Command line: ``python -m gexbert_sc {demo,train,embed,impute}`` (also ``gexbert-sc``)."""
+"""Command line: ``python -m gexbert_sc {demo,train,embed,impute,predict}`` (``gexbert-sc``)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("embed", "write obsm['X_gexbert'] with a saved model"),
         ("impute", "write layers['gexbert_imputed'] with a saved model"),
+        ("predict", "write obs['gexbert_prediction'] with a saved GexBERTClassifier"),
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("input", help=".h5ad to process")
@@ -89,15 +90,18 @@ def _train(args: argparse.Namespace) -> None:
 def _apply(args: argparse.Namespace) -> None:
     import anndata as ad
 
-    from gexbert_sc import GexBERT, data, tl
+    from gexbert_sc import GexBERT, GexBERTClassifier, data, tl
 
     adata = ad.read_h5ad(args.input)
-    model = GexBERT.load(args.model_dir, adata=False)
+    model_cls = GexBERTClassifier if args.command == "predict" else GexBERT
+    model = model_cls.load(args.model_dir, adata=False)
     if args.align:
         adata = data.align_genes(adata, model)
     kwargs = {} if args.key_added is None else {"key_added": args.key_added}
     if args.command == "embed":
         tl.embed(adata, model, **kwargs)
+    elif args.command == "predict":
+        tl.predict(adata, model, **kwargs)
     else:
         tl.impute(adata, model, keep_observed=not args.all_entries, **kwargs)
     adata.write_h5ad(args.output)
@@ -118,7 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    handlers = {"demo": _demo, "train": _train, "embed": _apply, "impute": _apply}
+    handlers = {
+        "demo": _demo,
+        "train": _train,
+        "embed": _apply,
+        "impute": _apply,
+        "predict": _apply,
+    }
     try:
         handlers[args.command](args)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as err:

@@ -73,3 +73,30 @@ def test_train_embed_impute_commands(tmp_path, capsys):
 def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_predict_command_on_a_panel(tmp_path, classifier_dir):
+    panel = make_counts_adata(seed=3)[:, 5:30].copy()
+    del panel.obs["cell_type"]
+    panel.write_h5ad(tmp_path / "panel.h5ad")
+    args = ["predict", str(tmp_path / "panel.h5ad"), "--model-dir", classifier_dir]
+    assert main([*args, "--output", str(tmp_path / "p.h5ad"), "--align"]) == 0
+    result = ad.read_h5ad(tmp_path / "p.h5ad")
+    assert set(result.obs["gexbert_prediction"].cat.categories) == {"type_0", "type_1", "type_2"}
+    np.testing.assert_allclose(result.obsm["gexbert_prediction_proba"].sum(axis=1), 1.0)
+
+
+@pytest.fixture
+def classifier_dir(tmp_path) -> str:
+    from helpers import TINY_MODEL, TINY_TRAIN
+
+    from gexbert_sc import GexBERT, GexBERTClassifier
+
+    adata = make_counts_adata(seed=3)
+    GexBERT.setup_anndata(adata, labels_key="cell_type")
+    model = GexBERT(adata, **TINY_MODEL)
+    model.train(**{**TINY_TRAIN, "max_epochs": 1})
+    classifier = GexBERTClassifier.from_gexbert_model(model)
+    classifier.train(**{**TINY_TRAIN, "max_epochs": 1})
+    classifier.save(tmp_path / "classifier")
+    return str(tmp_path / "classifier")

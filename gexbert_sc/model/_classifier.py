@@ -112,7 +112,7 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         self.init_params_ = self._get_init_params(locals())
 
     def _task_module_kwargs(self) -> dict[str, Any]:
-        """The number of classes and the class weights, from the registered labels."""
+        """Return the number of classes and the class weights, from the registered labels."""
         weights = None
         if self._class_weight == "balanced" and self.adata is not None:
             codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
@@ -240,7 +240,9 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         cls.setup_anndata(
             adata,
             labels_key=labels_key,
-            unlabeled_category=DEFAULT_UNLABELED if unlabeled_category is None else unlabeled_category,
+            unlabeled_category=(
+                DEFAULT_UNLABELED if unlabeled_category is None else unlabeled_category
+            ),
             layer=setup.get("layer"),
             batch_key=setup.get("batch_key"),
             missing_layer=setup.get("missing_layer"),
@@ -299,7 +301,7 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         return pd.Series(pd.Categorical(labels, categories=self.classes), index=names)
 
     def _prediction_data(self, adata: AnnData) -> AnnData:
-        """An AnnData sharing ``adata``'s expression, batch codes and nothing else.
+        """Return an AnnData sharing ``adata``'s expression and batches, and nothing else.
 
         Prediction never reads labels, so the labels column is filled with the unlabelled
         category: a query whose labels have categories unseen in training, or no labels
@@ -326,7 +328,7 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
 
 
 def _pretraining_defaults() -> dict[str, Any]:
-    """The hyper-parameters of :class:`~gexbert_sc.GexBERT` and their defaults."""
+    """Return the hyper-parameters of :class:`~gexbert_sc.GexBERT` and their defaults."""
     signature = inspect.signature(GexBERT.__init__)
     return {
         name: parameter.default

@@ -146,7 +146,7 @@ def test_tl_predict_refuses_a_pretraining_model(pretrained):
 def test_predict_in_bf16_gives_probabilities(classifier):
     proba = classifier.predict(soft=True, precision="bf16-mixed")
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
-    agree = (proba.to_numpy().argmax(1) == classifier.predict(soft=True).to_numpy().argmax(1))
+    agree = proba.to_numpy().argmax(1) == classifier.predict(soft=True).to_numpy().argmax(1)
     assert agree.mean() > 0.9
 
 

@@ -89,7 +89,7 @@ class GexBERTBase(BaseModelClass):
             )
 
     def _task_module_kwargs(self) -> dict[str, Any]:
-        """Module arguments a task model derives from its registered data (none here).
+        """Return the module arguments a task model derives from its data (none here).
 
         Called after the data are registered and before the module is built, e.g. for the
         number of classes and the class weights of a classifier.
