@@ -1,8 +1,9 @@
 """Classical methods the benchmarks compare GexBERT with (benchmark code, not package features).
 
-Every imputer takes ``(n_samples, n_genes)`` values with NaN at the entries to fill and returns
-a filled copy; the benchmarks pass the training samples in full and what remains of the test
-samples, and score the test rows.
+Imputers and embeddings first, then classifiers (each fitted on training values and labels,
+with a ``predict(x)``). Every imputer takes ``(n_samples, n_genes)`` values with NaN at the
+entries to fill and returns a filled copy; the benchmarks pass the training samples in full
+and what remains of the test samples, and score the test rows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.extmath import randomized_svd
 
 
@@ -100,3 +105,68 @@ def magic_available() -> bool:
 def pca50(x: np.ndarray) -> PCA:
     """The PCA-50 embedding baseline, fitted on ``x`` (``random_state=0``)."""
     return PCA(n_components=50, random_state=0).fit(x)
+
+
+# ---------------------------------------------------------------------- classifiers
+def logistic_regression(train: np.ndarray, labels: np.ndarray) -> Pipeline:
+    """Standardised logistic regression (L2, ``C=1``, balanced classes), fitted on ``train``."""
+    model = LogisticRegression(max_iter=2000, class_weight="balanced")
+    return make_pipeline(StandardScaler(), model).fit(train, labels)
+
+
+def knn_classifier(train: np.ndarray, labels: np.ndarray) -> Pipeline:
+    """Standardised k=15 nearest-neighbour classifier, fitted on ``train``."""
+    return make_pipeline(StandardScaler(), KNeighborsClassifier(15)).fit(train, labels)
+
+
+def pca_logistic_regression(train: np.ndarray, labels: np.ndarray) -> Pipeline:
+    """PCA (50 components, fewer for small panels) then logistic regression."""
+    n_components = min(50, train.shape[1] - 1, train.shape[0] - 1)
+    model = LogisticRegression(max_iter=2000, class_weight="balanced")
+    pca = PCA(n_components=max(n_components, 1), random_state=0)
+    return make_pipeline(StandardScaler(), pca, model).fit(train, labels)
+
+
+def celltypist_classifier(train: np.ndarray, labels: np.ndarray, genes: list[str]):
+    """A CellTypist model trained on ``train`` (log1p values; no feature selection).
+
+    The returned object has ``predict(x)`` like the scikit-learn pipelines. CellTypist's
+    expression check (log1p of counts per 10,000 over the whole transcriptome) does not hold
+    for a panel, so it is turned off. CellTypist 1.7.1's default solver passes
+    ``multi_class`` to scikit-learn's ``LogisticRegression``, which scikit-learn 1.8 removed,
+    so its SGD logistic regression (``use_SGD=True``, its mode for large references) is used.
+    """
+    import celltypist
+
+    model = celltypist.train(
+        train,
+        labels=labels,
+        genes=genes,
+        check_expression=False,
+        use_SGD=True,
+        n_jobs=1,
+        max_iter=1000,
+    )
+    return _CellTypistPredictor(model, genes)
+
+
+class _CellTypistPredictor:
+    def __init__(self, model, genes: list[str]):
+        self.model = model
+        # CellTypist drops genes never expressed in training: read the genes it kept
+        self.columns = [list(genes).index(g) for g in model.features]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        # as celltypist.annotate does: the model's scaler, values clipped at 10
+        scaled = np.minimum(self.model.scaler.transform(x[:, self.columns]), 10.0)
+        _, _, labels = self.model.predict_labels_and_prob(scaled)
+        return np.asarray(labels)
+
+
+def celltypist_available() -> bool:
+    """Whether ``celltypist`` imports."""
+    try:
+        import celltypist  # noqa: F401
+    except ImportError:
+        return False
+    return True
