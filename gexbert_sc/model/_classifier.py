@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -134,7 +133,7 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
     @property
     def classes(self) -> pd.Index:
         """The classes the model predicts, in the order of :meth:`predict`'s columns."""
-        mapping = self._labels_registry["categorical_mapping"]
+        mapping = self._registered_categories(REGISTRY_KEYS.LABELS_KEY)
         return pd.Index([c for c in mapping if c != self.unlabeled_category])
 
     @property
@@ -284,7 +283,7 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         :class:`~pandas.DataFrame` of probabilities (classes as columns, rows sum to 1),
         indexed by the samples' names.
         """
-        data = self.adata if adata is None else self._prediction_data(adata)
+        data = self.adata if adata is None else adata
         batch_size = self._resolve_batch_size(batch_size, memory_budget)
         probabilities = np.empty((self._n_rows(data, indices), self.n_classes), dtype=np.float64)
         start = 0
@@ -300,31 +299,9 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         labels = self.classes[probabilities.argmax(axis=1)]
         return pd.Series(pd.Categorical(labels, categories=self.classes), index=names)
 
-    def _prediction_data(self, adata: AnnData) -> AnnData:
-        """Return an AnnData sharing ``adata``'s expression and batches, and nothing else.
-
-        Prediction never reads labels, so the labels column is filled with the unlabelled
-        category: a query whose labels have categories unseen in training, or no labels
-        column at all, predicts as any other; ``adata`` itself is left untouched.
-        """
-        if not isinstance(adata, ad.AnnData):
-            msg = f"`adata` must be an AnnData, got {type(adata).__name__}."
-            raise TypeError(msg)
-        setup = self.registry_["setup_args"]
-        batch_key = setup.get("batch_key")
-        check_obs_key(adata, batch_key, "batch_key")
-        obs = pd.DataFrame(index=adata.obs_names.copy())
-        if batch_key is not None:
-            obs[batch_key] = adata.obs[batch_key].to_numpy()
-        obs[setup["labels_key"]] = self.unlabeled_category
-        layer_names = [setup.get("layer"), setup.get("missing_layer")]
-        for name in filter(None, layer_names):
-            if name not in adata.layers:
-                msg = f"`adata.layers` has no {name!r}, which the model was set up with."
-                raise KeyError(msg)
-        layers = {name: adata.layers[name] for name in filter(None, layer_names)}
-        x = adata.X if setup.get("layer") is None else None
-        return ad.AnnData(X=x, obs=obs, var=adata.var[[]].copy(), layers=layers)
+    @property
+    def _placeholder_label(self) -> Any:
+        return self.unlabeled_category
 
 
 def _pretraining_defaults() -> dict[str, Any]:

@@ -114,3 +114,21 @@ def test_training_again_after_a_getter():
     model.get_latent_representation()
     model.train(**TINY_TRAIN)
     assert model.history["train_loss"].iloc[-1, 0] > 0
+
+
+def test_a_query_without_the_labels_column_is_read_and_left_unchanged():
+    """A model set up with `labels_key` reads a query that has no labels (labels are unused)."""
+    adata = make_counts_adata(seed=5)
+    GexBERT.setup_anndata(adata, labels_key="cell_type", batch_key="batch")
+    model = GexBERT(adata, **TINY_MODEL)
+    model.train(**{**TINY_TRAIN, "max_epochs": 1})
+    query = make_counts_adata(seed=5)
+    del query.obs["cell_type"]
+    before = query.copy()
+    np.testing.assert_array_equal(
+        model.get_latent_representation(query), model.get_latent_representation()
+    )
+    assert list(query.obs.columns) == list(before.obs.columns) and not query.uns
+    query.obs["batch"] = "unseen"
+    with pytest.raises(ValueError, match="batches the model was not trained on"):
+        model.get_latent_representation(query)

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import scvi
@@ -17,7 +18,7 @@ from scvi.model.base._save_load import _load_saved_files
 from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data import check_var_names, fit_expression_statistics, resolve_input_scale
 from gexbert_sc.data._matrix import registered_values
-from gexbert_sc.data._validation import expression_data
+from gexbert_sc.data._validation import check_obs_key, expression_data
 from gexbert_sc.module import GexBERTModule
 
 if TYPE_CHECKING:
@@ -214,6 +215,60 @@ class GexBERTBase(BaseModelClass):
         The AnnData whose ``layers`` receive restored values.
         """
         return expression_data(data, self.registry_["setup_args"])
+
+    def reading_view(self, adata: AnnData) -> AnnData:
+        """Return a new AnnData that shares ``adata``'s values and batches, and nothing else.
+
+        The getters read a query through it: the labels column is filled with
+        :attr:`_placeholder_label` (no getter reads labels), so a query without the labels
+        column the model was set up with, or with label categories unseen in training, reads
+        as any other; and scvi-tools' registration columns go to the view, not to ``adata``.
+        The matrices are shared, not copied.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes in its order.
+
+        Returns
+        -------
+        The view, with the registered layer (or ``X``), missing layer, batch column and a
+        placeholder labels column.
+        """
+        setup = self.registry_["setup_args"]
+        batch_key, labels_key = setup.get("batch_key"), setup.get("labels_key")
+        check_obs_key(adata, batch_key, "batch_key")
+        obs = pd.DataFrame(index=adata.obs_names.copy())
+        if batch_key is not None:
+            obs[batch_key] = adata.obs[batch_key].to_numpy()
+            known = self._registered_categories(REGISTRY_KEYS.BATCH_KEY)
+            unseen = sorted(set(map(str, obs[batch_key])) - set(map(str, known)))
+            if unseen:
+                msg = (
+                    f"`adata.obs[{batch_key!r}]` has batches the model was not trained on: "
+                    f"{unseen[:5]}; it knows {list(known)}."
+                )
+                raise ValueError(msg)
+        if labels_key is not None:
+            obs[labels_key] = self._placeholder_label
+        layer_names = [name for name in (setup.get("layer"), setup.get("missing_layer")) if name]
+        for name in layer_names:
+            if name not in adata.layers:
+                msg = f"`adata.layers` has no {name!r}, which the model was set up with."
+                raise KeyError(msg)
+        layers = {name: adata.layers[name] for name in layer_names}
+        x = adata.X if setup.get("layer") is None else None
+        return ad.AnnData(X=x, obs=obs, var=adata.var[[]].copy(), layers=layers)
+
+    @property
+    def _placeholder_label(self) -> Any:
+        """Label written into :meth:`reading_view` (a registered category; never read)."""
+        return self._registered_categories(REGISTRY_KEYS.LABELS_KEY)[0]
+
+    def _registered_categories(self, registry_key: str) -> np.ndarray:
+        """Categories of a registered categorical field, in code order."""
+        state = self.registry_["field_registries"][registry_key]["state_registry"]
+        return np.asarray(state["categorical_mapping"])
 
     def _validate_anndata(
         self, adata: AnnData | MuData | None = None, copy_if_view: bool = True

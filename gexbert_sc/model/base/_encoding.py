@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -54,6 +55,8 @@ class EncodingMixin:
         ------
         Dicts of tensors keyed by :data:`~gexbert_sc._constants.REGISTRY_KEYS`.
         """
+        if isinstance(adata, ad.AnnData) and adata is not self.adata:
+            adata = self.reading_view(adata)
         adata = self._validate_anndata(adata)
         yield from self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
 
