@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LabelsWithUnlabeledObsField, LayerField
+from scvi.data.fields import LabelsWithUnlabeledObsField
 
 from gexbert_sc._constants import MODULE_KEYS, REGISTRY_KEYS
+from gexbert_sc.data._fields import anndata_fields
 from gexbert_sc.data._input_scale import InputScale
-from gexbert_sc.data._validation import check_expression_setup, check_obs_key
+from gexbert_sc.data._validation import check_obs_key
 from gexbert_sc.model._gexbert import GexBERT
 from gexbert_sc.model.base import EncodingMixin, GexBERTBase, TrainingMixin, check_architecture
 from gexbert_sc.model.base._checks import check_fraction, check_positive_integers, is_finite_number
@@ -170,19 +170,18 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        check_expression_setup(adata, layer, missing_layer, input_scale)
-        check_obs_key(adata, batch_key, "batch_key")
-        check_obs_key(adata, labels_key, "labels_key")
-        fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category),
-        ]
-        if missing_layer is not None:
-            fields.append(LayerField(REGISTRY_KEYS.MISSING_KEY, missing_layer, is_count_data=False))
-        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
+        fields = anndata_fields(
+            adata,
+            layer=layer,
+            batch_key=batch_key,
+            labels_key=labels_key,
+            missing_layer=missing_layer,
+            input_scale=input_scale,
+            labels_field=LabelsWithUnlabeledObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category
+            ),
+        )
+        cls._register(adata, fields, setup_method_args, kwargs)
 
     @classmethod
     def from_gexbert_model(

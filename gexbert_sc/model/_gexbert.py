@@ -5,17 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from scvi.data import AnnDataManager
-from scvi.data.fields import (
-    BaseAnnDataField,
-    CategoricalObsField,
-    LayerField,
-    MuDataCategoricalObsField,
-    MuDataLayerField,
-)
+from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField
 from scvi.utils import setup_anndata_dsp
 
 from gexbert_sc._constants import REGISTRY_KEYS
+from gexbert_sc.data._fields import anndata_fields
 from gexbert_sc.data._input_scale import InputScale
 from gexbert_sc.data._validation import check_expression_setup, check_obs_key, expression_data
 from gexbert_sc.model.base import (
@@ -169,16 +163,14 @@ class GexBERT(RestorationMixin, EncodingMixin, TrainingMixin, GexBERTBase):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        check_expression_setup(adata, layer, missing_layer, input_scale)
-        check_obs_key(adata, batch_key, "batch_key")
-        check_obs_key(adata, labels_key, "labels_key")
-        fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
-        ]
-        if missing_layer is not None:
-            fields.append(LayerField(REGISTRY_KEYS.MISSING_KEY, missing_layer, is_count_data=False))
+        fields = anndata_fields(
+            adata,
+            layer=layer,
+            batch_key=batch_key,
+            labels_key=labels_key,
+            missing_layer=missing_layer,
+            input_scale=input_scale,
+        )
         cls._register(adata, fields, setup_method_args, kwargs)
 
     @classmethod
@@ -277,15 +269,3 @@ class GexBERT(RestorationMixin, EncodingMixin, TrainingMixin, GexBERTBase):
                 )
             )
         cls._register(mdata, fields, setup_method_args, kwargs)
-
-    @classmethod
-    def _register(
-        cls,
-        data: AnnData | MuData,
-        fields: list[BaseAnnDataField],
-        setup_method_args: dict,
-        kwargs: dict,
-    ) -> None:
-        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(data, **kwargs)
-        cls.register_manager(manager)

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import scvi
 import torch
+from scvi.data import AnnDataManager
+from scvi.data.fields import BaseAnnDataField
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
@@ -148,6 +150,19 @@ class GexBERTBase(BaseModelClass):
         model = cls(adata, pretrained.registry_, **{**pretrained.hparams, **init_kwargs})
         model.module.load_state_dict(pretrained.module.state_dict(), strict=False)
         return model
+
+    @classmethod
+    def _register(
+        cls,
+        data: AnnData | MuData,
+        fields: list[BaseAnnDataField],
+        setup_method_args: dict,
+        kwargs: dict,
+    ) -> None:
+        """Register ``fields`` of ``data`` with a new manager of this class (set-up's last step)."""
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(data, **kwargs)
+        cls.register_manager(manager)
 
     # ------------------------------------------------------------------ description
     @property
