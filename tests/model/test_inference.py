@@ -132,3 +132,12 @@ def test_a_query_without_the_labels_column_is_read_and_left_unchanged():
     query.obs["batch"] = "unseen"
     with pytest.raises(ValueError, match="batches the model was not trained on"):
         model.get_latent_representation(query)
+
+
+def test_reading_view_shares_the_values_and_keeps_only_what_the_model_reads(trained_model):
+    query = make_counts_adata(seed=6)
+    query.obs["extra"] = 1.0
+    view = trained_model.reading_view(query)
+    assert np.shares_memory(view.X, query.X)
+    assert view.obs_names.equals(query.obs_names) and list(view.var_names) == list(query.var_names)
+    assert "extra" not in view.obs and not view.uns
