@@ -141,3 +141,14 @@ def test_reading_view_shares_the_values_and_keeps_only_what_the_model_reads(trai
     assert np.shares_memory(view.X, query.X)
     assert view.obs_names.equals(query.obs_names) and list(view.var_names) == list(query.var_names)
     assert "extra" not in view.obs and not view.uns
+
+
+def test_reading_queries_leaves_no_manager_behind(trained_model):
+    """Each query is read through a new view; its scvi-tools manager must not accumulate."""
+    store = trained_model._per_instance_manager_store[trained_model.id]
+    before = len(store)
+    query = make_counts_adata(seed=7)
+    for _ in range(3):
+        trained_model.get_latent_representation(query)
+    trained_model.get_imputed_expression(query, return_numpy=True)
+    assert len(store) == before

@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
+from scvi.data._constants import _SCVI_UUID_KEY
 
 from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE
 from gexbert_sc.model.base._heap import release_free_heap
@@ -55,10 +56,19 @@ class EncodingMixin:
         ------
         Dicts of tensors keyed by :data:`~gexbert_sc._constants.REGISTRY_KEYS`.
         """
+        view = None
         if isinstance(adata, ad.AnnData) and adata is not self.adata:
-            adata = self.reading_view(adata)
+            adata = view = self.reading_view(adata)
         adata = self._validate_anndata(adata)
-        yield from self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        try:
+            yield from self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        finally:
+            # a view is new at every call: drop the manager scvi-tools transferred to it,
+            # which would keep it (and the query's matrices) alive in the per-model store
+            # (`deregister_manager` only knows managers made by `setup_anndata`)
+            if view is not None:
+                store = self._per_instance_manager_store.get(self.id, {})
+                store.pop(view.uns.get(_SCVI_UUID_KEY), None)
 
     def batch_size_for_memory(
         self,
