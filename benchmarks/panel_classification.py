@@ -155,10 +155,7 @@ def run_seed(name: str, adata: ad.AnnData, seed: int, fast: bool) -> list[dict]:
     for size in (*[s for s in sizes if s < adata.n_vars], ALL):
         panel = draw_panel(adata.n_vars, size, seed)
         genes = list(adata.var_names[panel])
-        # the labels column goes along: a model set up with labels_key refuses data without it
-        panel_test = ad.AnnData(
-            only_panel(x_test, panel), obs=test.obs[[spec.label_key]], var=train.var
-        )
+        panel_test = ad.AnnData(only_panel(x_test, panel), obs=test.obs[[]], var=train.var)
         mean_filled = np.where(np.isnan(panel_test.X), train_means, panel_test.X)
         per_panel = {
             "LR (panel)": lambda p=panel: logistic_regression(x_train[:, p], y_train),

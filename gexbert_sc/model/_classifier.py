@@ -122,13 +122,9 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
 
     # ------------------------------------------------------------------ labels
     @property
-    def _labels_registry(self) -> dict[str, Any]:
-        return self.registry_["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
-
-    @property
     def unlabeled_category(self) -> Any:
         """The category of unlabelled samples (not a class)."""
-        return self._labels_registry["unlabeled_category"]
+        return self._field_state(REGISTRY_KEYS.LABELS_KEY)["unlabeled_category"]
 
     @property
     def classes(self) -> pd.Index:
@@ -287,7 +283,7 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         probabilities = np.empty((self._n_rows(data, indices), self.n_classes), dtype=np.float64)
         start = 0
         for _, out in self._encoded_batches(data, indices, batch_size, precision):
-            logits = self.module.classifier(out[MODULE_KEYS.Z_KEY]).float()
+            logits = self.module.classifier(out[MODULE_KEYS.Z_KEY])
             chunk = torch.softmax(logits.double(), dim=1).cpu().numpy()
             probabilities[start : start + len(chunk)] = chunk
             start += len(chunk)

@@ -67,7 +67,6 @@ class GexBERTClassifierModule(GexBERTModule):
         super().__init__(n_vars, n_batch, **kwargs)
         self.n_classes = n_classes
         self.min_panel_genes = min_panel_genes
-        self.freeze_encoder = freeze_encoder
         self.encoder_lr_scale = encoder_lr_scale
         self.classifier = ClassifierHead(self.d_model, n_classes, n_hidden, head_dropout)
         weights = torch.ones(n_classes) if class_weights is None else class_weights.float()

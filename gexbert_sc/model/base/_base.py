@@ -280,10 +280,13 @@ class GexBERTBase(BaseModelClass):
         """Label written into :meth:`reading_view` (a registered category; never read)."""
         return self._registered_categories(REGISTRY_KEYS.LABELS_KEY)[0]
 
+    def _field_state(self, registry_key: str) -> dict[str, Any]:
+        """Return the state registry of a registered field (categories, column names, ...)."""
+        return self.registry_["field_registries"][registry_key]["state_registry"]
+
     def _registered_categories(self, registry_key: str) -> np.ndarray:
         """Categories of a registered categorical field, in code order."""
-        state = self.registry_["field_registries"][registry_key]["state_registry"]
-        return np.asarray(state["categorical_mapping"])
+        return np.asarray(self._field_state(registry_key)["categorical_mapping"])
 
     def _validate_anndata(
         self, adata: AnnData | MuData | None = None, copy_if_view: bool = True
