@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -10,15 +9,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import softmax
 from scvi.data.fields import LabelsWithUnlabeledObsField
 
-from gexbert_sc._constants import MODULE_KEYS, REGISTRY_KEYS
+from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data._fields import anndata_fields
 from gexbert_sc.data._input_scale import InputScale
 from gexbert_sc.data._validation import check_obs_key
-from gexbert_sc.model._gexbert import GexBERT
-from gexbert_sc.model.base import EncodingMixin, GexBERTBase, TrainingMixin, check_architecture
-from gexbert_sc.model.base._checks import check_fraction, check_positive_integers, is_finite_number
+from gexbert_sc.model._task import GexBERTTaskModel
 from gexbert_sc.module import GexBERTClassifierModule
 
 if TYPE_CHECKING:
@@ -26,6 +24,7 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
+    from gexbert_sc.model.base import GexBERTBase
     from gexbert_sc.train import Precision
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ DEFAULT_UNLABELED = "gexbert_unlabeled"
 ClassWeight = Literal["balanced"] | None
 
 
-class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
+class GexBERTClassifier(GexBERTTaskModel):
     """Classify samples from any panel of genes, with a head on a pretrained GexBERT.
 
     Build it with :meth:`from_gexbert_model` (as ``SCANVI.from_scvi_model``). Training keeps a
@@ -89,25 +88,21 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         seed: int | None = None,
         **architecture: Any,
     ):
-        architecture = {**_pretraining_defaults(), **architecture}
-        check_architecture(**architecture, seed=seed)
-        check_positive_integers(n_hidden=n_hidden, min_panel_genes=min_panel_genes)
-        check_fraction("head_dropout", head_dropout, closed_low=True)
-        if not is_finite_number(encoder_lr_scale) or encoder_lr_scale <= 0:
-            msg = f"`encoder_lr_scale` must be a positive finite number, got {encoder_lr_scale!r}."
-            raise ValueError(msg)
         if class_weight not in ("balanced", None):
             msg = f"`class_weight` must be 'balanced' or None, got {class_weight!r}."
             raise ValueError(msg)
         self._class_weight = class_weight
-        head = {
-            "n_hidden": n_hidden,
-            "head_dropout": head_dropout,
-            "min_panel_genes": min_panel_genes,
-            "freeze_encoder": bool(freeze_encoder),
-            "encoder_lr_scale": encoder_lr_scale,
-        }
-        super().__init__(adata, registry, seed=seed, module_kwargs={**architecture, **head})
+        super().__init__(
+            adata,
+            registry,
+            n_hidden=n_hidden,
+            head_dropout=head_dropout,
+            min_panel_genes=min_panel_genes,
+            freeze_encoder=freeze_encoder,
+            encoder_lr_scale=encoder_lr_scale,
+            seed=seed,
+            **architecture,
+        )
         self.init_params_ = self._get_init_params(locals())
 
     def _task_module_kwargs(self) -> dict[str, Any]:
@@ -221,8 +216,8 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         """
         gexbert_model._check_if_trained(warn=False)
         adata = gexbert_model.adata if adata is None else adata
-        setup = dict(gexbert_model.registry_["setup_args"])
-        labels_key = setup.get("labels_key") if labels_key is None else labels_key
+        if labels_key is None:
+            labels_key = gexbert_model.registry_["setup_args"].get("labels_key")
         if labels_key is None:
             msg = (
                 "`labels_key` is required: the pretrained model was set up without one; pass "
@@ -237,15 +232,11 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
             unlabeled_category=(
                 DEFAULT_UNLABELED if unlabeled_category is None else unlabeled_category
             ),
-            layer=setup.get("layer"),
-            batch_key=setup.get("batch_key"),
-            missing_layer=setup.get("missing_layer"),
-            input_scale=setup.get("input_scale", "auto"),
+            **cls._expression_setup(gexbert_model),
         )
         return cls._from_pretrained(gexbert_model, adata, **classifier_kwargs)
 
     # ------------------------------------------------------------------ prediction
-    @torch.inference_mode()
     def predict(
         self,
         adata: AnnData | None = None,
@@ -278,35 +269,17 @@ class GexBERTClassifier(EncodingMixin, TrainingMixin, GexBERTBase):
         :class:`~pandas.DataFrame` of probabilities (classes as columns, rows sum to 1),
         indexed by the samples' names.
         """
-        data = self.adata if adata is None else adata
-        batch_size = self._resolve_batch_size(batch_size, memory_budget)
-        probabilities = np.empty((self._n_rows(data, indices), self.n_classes), dtype=np.float64)
-        start = 0
-        for _, out in self._encoded_batches(data, indices, batch_size, precision):
-            logits = self.module.classifier(out[MODULE_KEYS.Z_KEY])
-            chunk = torch.softmax(logits.double(), dim=1).cpu().numpy()
-            probabilities[start : start + len(chunk)] = chunk
-            start += len(chunk)
-        names = data.obs_names if indices is None else data.obs_names[np.asarray(indices)]
-        proba = pd.DataFrame(probabilities, index=names, columns=self.classes)
+        logits = self._head_outputs(adata, indices, batch_size, memory_budget, precision)
+        proba = pd.DataFrame(
+            softmax(logits, axis=1), index=self._sample_names(adata, indices), columns=self.classes
+        )
         if soft:
             return proba
-        labels = self.classes[probabilities.argmax(axis=1)]
-        return pd.Series(pd.Categorical(labels, categories=self.classes), index=names)
+        labels = self.classes[logits.argmax(axis=1)]
+        return pd.Series(pd.Categorical(labels, categories=self.classes), index=proba.index)
 
-    @property
-    def _placeholder_label(self) -> Any:
-        return self.unlabeled_category
-
-
-def _pretraining_defaults() -> dict[str, Any]:
-    """Return the hyper-parameters of :class:`~gexbert_sc.GexBERT` and their defaults."""
-    signature = inspect.signature(GexBERT.__init__)
-    return {
-        name: parameter.default
-        for name, parameter in signature.parameters.items()
-        if parameter.kind is parameter.KEYWORD_ONLY and name != "seed"
-    }
+    def _placeholder_obs(self) -> dict[str, Any]:
+        return {self.registry_["setup_args"]["labels_key"]: self.unlabeled_category}
 
 
 def _check_labels(labels: pd.Series, labels_key: str, unlabeled_category: Any) -> None:

@@ -5,15 +5,17 @@ from gexbert_sc.module._classifier import GexBERTClassifierModule
 from gexbert_sc.module._cost import decoder_flops, encoder_flops
 from gexbert_sc.module._encoder import ContextPolicy, ExpressionEncoder
 from gexbert_sc.module._gexbert import GexBERTModule
-from gexbert_sc.module._heads import ClassifierHead
+from gexbert_sc.module._heads import MLPHead
+from gexbert_sc.module._task import GexBERTTaskModule
 
 __all__ = [
     "FFN_FACTOR",
-    "ClassifierHead",
+    "MLPHead",
     "ContextPolicy",
     "ExpressionEncoder",
     "GexBERTClassifierModule",
     "GexBERTModule",
+    "GexBERTTaskModule",
     "decoder_flops",
     "encoder_flops",
 ]

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from gexbert_sc._constants import MODULE_KEYS, REGISTRY_KEYS
-from gexbert_sc.module import ClassifierHead, GexBERTClassifierModule
+from gexbert_sc.module import GexBERTClassifierModule, MLPHead
 from gexbert_sc.module._masking import withhold_outside_panel
+from gexbert_sc.module._task import HEAD_KEY
 
 
 def _classifier(**kwargs) -> GexBERTClassifierModule:
@@ -55,21 +56,21 @@ def test_loss_is_the_weighted_cross_entropy_of_labelled_samples():
     module = _classifier(class_weights=weights)
     logits = torch.randn(6, 3)
     labels = torch.tensor([0, 1, 2, 3, 1, 3])  # code 3: the unlabelled category
-    loss = module.loss({REGISTRY_KEYS.LABELS_KEY: labels.view(-1, 1)}, {}, {"logits": logits})
+    loss = module.loss({REGISTRY_KEYS.LABELS_KEY: labels.view(-1, 1)}, {}, {HEAD_KEY: logits})
     expected = F.cross_entropy(logits[labels < 3], labels[labels < 3], weight=weights)
     torch.testing.assert_close(loss.loss, expected)
     assert set(loss.extra_metrics) == {"cross_entropy", "accuracy"}
     none = torch.full((4, 1), 3)
-    assert module.loss({REGISTRY_KEYS.LABELS_KEY: none}, {}, {"logits": logits[:4]}).loss == 0
+    assert module.loss({REGISTRY_KEYS.LABELS_KEY: none}, {}, {HEAD_KEY: logits[:4]}).loss == 0
 
 
 def test_frozen_module_trains_only_the_head():
     module = _classifier(freeze_encoder=True)
     trainable = {name for name, p in module.named_parameters() if p.requires_grad}
-    assert trainable == {f"classifier.{name}" for name, _ in module.classifier.named_parameters()}
+    assert trainable == {f"head.{name}" for name, _ in module.head.named_parameters()}
     assert len(module.parameter_groups(1e-3)) == 1
 
 
 def test_head_maps_embeddings_to_logits():
-    head = ClassifierHead(16, 5, n_hidden=8)
+    head = MLPHead(16, 5, n_hidden=8)
     assert head(torch.randn(3, 16)).shape == (3, 5)

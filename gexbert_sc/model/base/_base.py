@@ -234,11 +234,12 @@ class GexBERTBase(BaseModelClass):
     def reading_view(self, adata: AnnData) -> AnnData:
         """Return a new AnnData that shares ``adata``'s values and batches, and nothing else.
 
-        The getters read a query through it: the labels column is filled with
-        :attr:`_placeholder_label` (no getter reads labels), so a query without the labels
-        column the model was set up with, or with label categories unseen in training, reads
-        as any other; and scvi-tools' registration columns go to the view, not to ``adata``.
-        The matrices are shared, not copied.
+        The getters read a query through it: the registered ``obs`` columns other than the
+        batches (labels; a survival model's time and event) are filled with placeholders
+        (:meth:`_placeholder_obs`; no getter reads them), so a query without these columns,
+        or with label categories unseen in training, reads as any other; and scvi-tools'
+        registration columns go to the view, not to ``adata``. The matrices are shared, not
+        copied.
 
         Parameters
         ----------
@@ -247,11 +248,11 @@ class GexBERTBase(BaseModelClass):
 
         Returns
         -------
-        The view, with the registered layer (or ``X``), missing layer, batch column and a
-        placeholder labels column.
+        The view, with the registered layer (or ``X``), missing layer, batch column and
+        placeholder columns.
         """
         setup = self.registry_["setup_args"]
-        batch_key, labels_key = setup.get("batch_key"), setup.get("labels_key")
+        batch_key = setup.get("batch_key")
         check_obs_key(adata, batch_key, "batch_key")
         obs = pd.DataFrame(index=adata.obs_names.copy())
         if batch_key is not None:
@@ -264,8 +265,8 @@ class GexBERTBase(BaseModelClass):
                     f"{unseen[:5]}; it knows {list(known)}."
                 )
                 raise ValueError(msg)
-        if labels_key is not None:
-            obs[labels_key] = self._placeholder_label
+        for key, value in self._placeholder_obs().items():
+            obs[key] = value
         layer_names = [name for name in (setup.get("layer"), setup.get("missing_layer")) if name]
         for name in layer_names:
             if name not in adata.layers:
@@ -275,10 +276,15 @@ class GexBERTBase(BaseModelClass):
         x = adata.X if setup.get("layer") is None else None
         return ad.AnnData(X=x, obs=obs, var=adata.var[[]].copy(), layers=layers)
 
-    @property
-    def _placeholder_label(self) -> Any:
-        """Label written into :meth:`reading_view` (a registered category; never read)."""
-        return self._registered_categories(REGISTRY_KEYS.LABELS_KEY)[0]
+    def _placeholder_obs(self) -> dict[str, Any]:
+        """Values :meth:`reading_view` writes into the registered ``obs`` columns (never read).
+
+        Here the labels column, if one is registered, gets a registered category.
+        """
+        labels_key = self.registry_["setup_args"].get("labels_key")
+        if labels_key is None:
+            return {}
+        return {labels_key: self._registered_categories(REGISTRY_KEYS.LABELS_KEY)[0]}
 
     def _field_state(self, registry_key: str) -> dict[str, Any]:
         """Return the state registry of a registered field (categories, column names, ...)."""

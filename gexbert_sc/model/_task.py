@@ -1,0 +1,128 @@
+"""The base of the task models built on a pretrained GexBERT (classifier, survival)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from gexbert_sc._constants import MODULE_KEYS
+from gexbert_sc.model._gexbert import GexBERT
+from gexbert_sc.model.base import EncodingMixin, GexBERTBase, TrainingMixin, check_architecture
+from gexbert_sc.model.base._checks import check_fraction, check_positive_integers, is_finite_number
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from gexbert_sc.train import Precision
+
+#: Expression set-up arguments a task model takes over from its pretrained model.
+EXPRESSION_SETUP_ARGS = ("layer", "batch_key", "missing_layer", "input_scale")
+
+
+class GexBERTTaskModel(EncodingMixin, TrainingMixin, GexBERTBase):
+    """A head on the ``[CLS]`` embedding of a pretrained GexBERT, trained with panel dropout.
+
+    Subclasses set ``_module_cls`` (a :class:`~gexbert_sc.module.GexBERTTaskModule`), their
+    ``setup_anndata`` fields and a ``from_gexbert_model`` that calls
+    :meth:`_from_pretrained`.
+
+    Parameters
+    ----------
+    adata
+        AnnData set up with the subclass's ``setup_anndata``.
+    registry
+        Registry of the pretrained or saved model: no statistics are fitted and the weights
+        are loaded after.
+    n_hidden
+        Width of the head's hidden layer.
+    head_dropout
+        Dropout in the head.
+    min_panel_genes
+        Smallest panel kept by panel dropout.
+    freeze_encoder
+        Train the head only, on the frozen pretrained embedding; ``False`` fine-tunes the
+        encoder too, at ``encoder_lr_scale`` times the head's learning rate.
+    encoder_lr_scale
+        Learning rate of the encoder relative to the head's when it is fine-tuned.
+    seed
+        Seed of the head's initialisation and of training.
+    **architecture
+        The pretrained model's hyper-parameters (:class:`~gexbert_sc.GexBERT`'s defaults for
+        those not given).
+    """
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
+        *,
+        n_hidden: int = 128,
+        head_dropout: float = 0.1,
+        min_panel_genes: int = 16,
+        freeze_encoder: bool = False,
+        encoder_lr_scale: float = 0.1,
+        seed: int | None = None,
+        **architecture: Any,
+    ):
+        architecture = {**pretraining_defaults(), **architecture}
+        check_architecture(**architecture, seed=seed)
+        check_positive_integers(n_hidden=n_hidden, min_panel_genes=min_panel_genes)
+        check_fraction("head_dropout", head_dropout, closed_low=True)
+        if not is_finite_number(encoder_lr_scale) or encoder_lr_scale <= 0:
+            msg = f"`encoder_lr_scale` must be a positive finite number, got {encoder_lr_scale!r}."
+            raise ValueError(msg)
+        head = {
+            "n_hidden": n_hidden,
+            "head_dropout": head_dropout,
+            "min_panel_genes": min_panel_genes,
+            "freeze_encoder": bool(freeze_encoder),
+            "encoder_lr_scale": encoder_lr_scale,
+        }
+        super().__init__(adata, registry, seed=seed, module_kwargs={**architecture, **head})
+
+    @staticmethod
+    def _expression_setup(gexbert_model: GexBERTBase) -> dict[str, Any]:
+        """Return the pretrained model's expression set-up arguments (layer, batches, ...)."""
+        setup = gexbert_model.registry_["setup_args"]
+        defaults = {"input_scale": "auto"}
+        return {key: setup.get(key, defaults.get(key)) for key in EXPRESSION_SETUP_ARGS}
+
+    def _head_outputs(
+        self,
+        adata: AnnData | None,
+        indices: Sequence[int] | None,
+        batch_size: int | None,
+        memory_budget: int | str | None,
+        precision: Precision,
+    ) -> np.ndarray:
+        """Return the head's ``(n_samples, n_outputs)`` float64 outputs on the fixed context."""
+        data = self.adata if adata is None else adata
+        batch_size = self._resolve_batch_size(batch_size, memory_budget)
+        n_outputs = self.module.head.layers[-1].out_features
+        outputs = np.empty((self._n_rows(data, indices), n_outputs), dtype=np.float64)
+        start = 0
+        with torch.inference_mode():
+            for _, out in self._encoded_batches(data, indices, batch_size, precision):
+                chunk = self.module.head(out[MODULE_KEYS.Z_KEY]).double().cpu().numpy()
+                outputs[start : start + len(chunk)] = chunk
+                start += len(chunk)
+        return outputs
+
+    def _sample_names(self, adata: AnnData | None, indices: Sequence[int] | None):
+        """Names of the samples ``_head_outputs`` returns, in its row order."""
+        names = (self.adata if adata is None else adata).obs_names
+        return names if indices is None else names[np.asarray(indices)]
+
+
+def pretraining_defaults() -> dict[str, Any]:
+    """Return the hyper-parameters of :class:`~gexbert_sc.GexBERT` and their defaults."""
+    signature = inspect.signature(GexBERT.__init__)
+    return {
+        name: parameter.default
+        for name, parameter in signature.parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY and name != "seed"
+    }
