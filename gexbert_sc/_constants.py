@@ -10,6 +10,8 @@ class _RegistryKeys(NamedTuple):
     BATCH_KEY: str = "batch"
     LABELS_KEY: str = "labels"
     MISSING_KEY: str = "missing"
+    TIME_KEY: str = "survival_time"
+    EVENT_KEY: str = "survival_event"
 
 
 class _ModuleKeys(NamedTuple):
@@ -41,6 +43,8 @@ class _OutputKeys(NamedTuple):
     PREDICTION: str = "gexbert_prediction"
     CONFIDENCE_SUFFIX: str = "_confidence"
     PROBA_SUFFIX: str = "_proba"
+    RISK: str = "gexbert_risk"
+    ANCHOR: str = "gexbert_anchor"
     UNS: str = "gexbert"
     UNS_OUTPUTS: str = "outputs"
     ALIGNMENT_UNS: str = "gexbert_alignment"

@@ -1,4 +1,4 @@
-"""Evaluation metrics for embeddings and restorations."""
+"""Evaluation metrics for embeddings, restorations and survival predictions."""
 
 from gexbert_sc.metrics._imputation import (
     mask_entries,
@@ -7,8 +7,18 @@ from gexbert_sc.metrics._imputation import (
     median_gene_correlation,
 )
 from gexbert_sc.metrics._knn import knn_label_accuracy, knn_transfer_accuracy
+from gexbert_sc.metrics._survival import (
+    ScoreTest,
+    concordance_index,
+    cox_score_test,
+    logrank_pvalue,
+)
 
 __all__ = [
+    "ScoreTest",
+    "concordance_index",
+    "cox_score_test",
+    "logrank_pvalue",
     "knn_label_accuracy",
     "knn_transfer_accuracy",
     "mask_entries",

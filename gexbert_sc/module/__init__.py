@@ -6,6 +6,7 @@ from gexbert_sc.module._cost import decoder_flops, encoder_flops
 from gexbert_sc.module._encoder import ContextPolicy, ExpressionEncoder
 from gexbert_sc.module._gexbert import GexBERTModule
 from gexbert_sc.module._heads import MLPHead
+from gexbert_sc.module._survival import GexBERTSurvivalModule
 from gexbert_sc.module._task import GexBERTTaskModule
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ExpressionEncoder",
     "GexBERTClassifierModule",
     "GexBERTModule",
+    "GexBERTSurvivalModule",
     "GexBERTTaskModule",
     "decoder_flops",
     "encoder_flops",

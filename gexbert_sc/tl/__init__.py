@@ -3,5 +3,6 @@
 from gexbert_sc.tl._embed import embed
 from gexbert_sc.tl._impute import impute
 from gexbert_sc.tl._predict import predict
+from gexbert_sc.tl._survival import predict_risk, select_anchor_genes
 
-__all__ = ["embed", "impute", "predict"]
+__all__ = ["embed", "impute", "predict", "predict_risk", "select_anchor_genes"]

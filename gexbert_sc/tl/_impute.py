@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS, QUERY_CHUNK_SIZE
 from gexbert_sc.tl._provenance import check_model, prepare_target, record, warn_if_overwriting
@@ -21,6 +25,7 @@ def impute(
     adata: AnnData,
     model: GexBERT,
     *,
+    genes: Sequence[str] | None = None,
     key_added: str = OUTPUT_KEYS.IMPUTED,
     keep_observed: bool = True,
     batch_size: int | None = None,
@@ -47,6 +52,10 @@ def impute(
         :meth:`~gexbert_sc.GexBERT.setup_mudata` gets the layers in its expression modality.
     model
         A trained :class:`~gexbert_sc.GexBERT`.
+    genes
+        Restore only these genes (e.g. the prognostic anchors of
+        :func:`gexbert_sc.tl.select_anchor_genes`); the layer's other genes hold the input
+        values, NaN where missing, and are never imputed. Default: every gene.
     key_added
         Layer receiving the values; ``f"{key_added}_mask"`` receives the imputed entries.
     keep_observed
@@ -81,7 +90,8 @@ def impute(
     `adata.layers['gexbert_imputed' | key_added]` : :class:`numpy.ndarray` (dtype `float32`)
         Values on the input scale (counts in → expected counts out; log in → log out).
     `adata.layers[key_added + '_mask']` : :class:`scipy.sparse.csr_matrix` (dtype `bool`)
-        ``True`` where the value was imputed (was missing in the input).
+        ``True`` where the value was imputed (was missing in the input; with ``genes``, only
+        in those genes).
     `adata.layers[key_added + '_std']` : :class:`numpy.ndarray` (dtype `float32`)
         Only with ``n_samples``: the spread of the restorations on the model's log scale
         (log1p of size-factor normalised values for counts, the input values for log input);
@@ -105,6 +115,7 @@ def impute(
     adata = prepare_target(adata, copy)
     values, imputed, spread = model.impute_expression(
         adata,
+        genes=genes,
         keep_observed=keep_observed,
         batch_size=batch_size,
         query_chunk_size=query_chunk_size,
@@ -113,14 +124,21 @@ def impute(
         seed=seed,
         precision=precision,
     )
+    expression = model.expression_of(adata)
+    if genes is not None:
+        columns = model._gene_indices(genes)
+        values = _into_measured(model, expression, values, columns)
+        imputed = _widen_mask(imputed, columns, expression.n_vars)
+        if spread is not None:
+            spread = _into_zeros(spread, columns, expression.n_vars)
     outputs = {key_added: values, key_added + OUTPUT_KEYS.IMPUTED_MASK_SUFFIX: imputed}
     if spread is not None:
         outputs[key_added + OUTPUT_KEYS.IMPUTED_STD_SUFFIX] = spread
-    expression = model.expression_of(adata)
     for key, layer in outputs.items():
         warn_if_overwriting(expression.layers, key, "layers")
         expression.layers[key] = layer
     params = {
+        "genes": None if genes is None else list(genes),
         "keep_observed": keep_observed,
         "batch_size": batch_size,
         "query_chunk_size": query_chunk_size,
@@ -133,3 +151,35 @@ def impute(
     record(adata, model, key_added, params)
     logger.info("Added %s (%d entries imputed).", [f"layers[{k!r}]" for k in outputs], imputed.nnz)
     return adata if copy else None
+
+
+def _into_measured(
+    model: GexBERT, expression: AnnData, restored: np.ndarray, columns: np.ndarray
+) -> np.ndarray:
+    """Return the measured values (NaN where missing) with ``restored`` in ``columns``."""
+    setup = model.registry_["setup_args"]
+    layer, missing_layer = setup.get("layer"), setup.get("missing_layer")
+    matrix = expression.X if layer is None else expression.layers[layer]
+    values = matrix.toarray() if sp.issparse(matrix) else np.array(matrix)
+    values = values.astype(np.float32, copy=False)
+    if missing_layer is not None:
+        missing = expression.layers[missing_layer]
+        missing = missing.toarray() if sp.issparse(missing) else np.asarray(missing)
+        values[missing.astype(bool)] = np.nan
+    values[:, columns] = restored
+    return values
+
+
+def _widen_mask(mask: sp.csr_matrix, columns: np.ndarray, n_vars: int) -> sp.csr_matrix:
+    """Return a ``(n, n_vars)`` mask holding ``mask``'s columns at positions ``columns``."""
+    mask = mask.tocsr()
+    wide = sp.csr_matrix((mask.data, columns[mask.indices], mask.indptr), (mask.shape[0], n_vars))
+    wide.sort_indices()
+    return wide
+
+
+def _into_zeros(block: np.ndarray, columns: np.ndarray, n_vars: int) -> np.ndarray:
+    """Return zeros of ``(n, n_vars)`` holding ``block``'s columns at ``columns``."""
+    wide = np.zeros((block.shape[0], n_vars), dtype=block.dtype)
+    wide[:, columns] = block
+    return wide

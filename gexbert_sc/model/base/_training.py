@@ -51,12 +51,14 @@ class TrainingMixin(UnsupervisedTrainingMixin):
     """
 
     _training_plan_cls = GexBERTTrainingPlan
+    #: ``batch_size`` of :meth:`train` when none is given.
+    _default_batch_size = 64
 
     def train(
         self,
         max_epochs: int | None = None,
         *,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         lr: float = 1e-3,
         precision: Precision = "auto",
         early_stopping: bool = False,
@@ -75,7 +77,8 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         max_epochs
             Passes over the training samples; ``None`` uses :func:`default_max_epochs`.
         batch_size
-            Minibatch size.
+            Minibatch size (default 64; 256 for :class:`~gexbert_sc.GexBERTSurvival`, whose
+            Cox risk sets are formed within a minibatch).
         lr
             Peak AdamW learning rate (warm-up then cosine decay).
         precision
@@ -99,6 +102,8 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         """
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
+        if batch_size is None:
+            batch_size = self._default_batch_size
         check_positive_integers(max_epochs=max_epochs, batch_size=batch_size)
         if not is_finite_number(lr) or lr <= 0:
             msg = f"`lr` must be a positive finite number, got {lr!r}."
