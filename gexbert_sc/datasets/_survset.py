@@ -27,8 +27,15 @@ _PICKLES = "resources/pickles"
 _GENE_PREFIX = "num_HS_"
 # Cohorts with gene columns ``num_HS_<SYMBOL>``; any other pickle holding such columns works too.
 _HS_COHORTS = ("gse1992", "gse3143", "gse4335")
-# nki70 names its 70 signature genes ``num_<SYMBOL>`` next to the clinical ``num_Age``.
-_OTHER_COHORTS = {"nki70": ("num_", frozenset({"num_Age"}))}
+# nki70 names its 70 signature genes ``num_<SYMBOL>`` next to the clinical ``num_Age``; in
+# DLBCL (anonymous ``num_gene_<i>``) and vdv (GenBank accessions) every ``num_`` column is a gene.
+_OTHER_COHORTS = {
+    "nki70": ("num_", frozenset({"num_Age"})),
+    "DLBCL": ("num_", frozenset()),
+    "vdv": ("num_", frozenset()),
+}
+# two-colour arrays: log ratios against a reference, centred near 0
+_LOG_RATIO_COHORTS = frozenset(_OTHER_COHORTS)
 _COHORTS = tuple(sorted((*_HS_COHORTS, *_OTHER_COHORTS)))
 _SURVIVAL = ("time", "event")
 
@@ -96,7 +103,7 @@ def _load(path: str, name: str) -> AnnData | None:
 
 
 def survset(name: str = "gse3143") -> AnnData:
-    """Load a breast cancer microarray cohort with survival outcome from SurvSet.
+    """Load a cancer microarray cohort with survival outcome from SurvSet.
 
     ``X`` holds the log-scale microarray values as a dense float32 array; NaN marks a missing
     value and is kept. ``var_names`` are gene symbols (the ``num_HS_`` prefix is stripped; the
@@ -108,15 +115,19 @@ def survset(name: str = "gse3143") -> AnnData:
     Parameters
     ----------
     name
-        SurvSet data set: ``"gse1992"`` (124 x 15,528 genes), ``"gse3143"`` (158 x 8,659),
-        ``"gse4335"`` (115 x 12,793) or ``"nki70"`` (144 x 70 signature genes, log ratios),
-        or any other SurvSet pickle whose columns include ``num_HS_`` genes.
+        SurvSet data set. Breast cancer: ``"gse1992"`` (124 x 15,528 genes), ``"gse3143"``
+        (158 x 8,659), ``"gse4335"`` (115 x 12,793), ``"vdv"`` (78 x 4,705, log ratios,
+        genes named by GenBank accession) and ``"nki70"`` (144 x 70 signature genes, log
+        ratios); diffuse large B-cell lymphoma: ``"DLBCL"`` (240 x 7,399, centred log
+        ratios, anonymous genes ``gene_<i>``). Any other SurvSet pickle whose columns
+        include ``num_HS_`` genes works too.
 
     Returns
     -------
     A new :class:`~anndata.AnnData` (patients x genes) on every call;
     ``uns["gexbert_dataset"]`` names the source, licence (GPL-3.0), value scale
-    (``"log microarray"``) and the survival keys (``duration_key``, ``event_key``).
+    (``"log microarray"``, or ``"log ratio"`` for the two-colour cohorts) and the survival
+    keys (``duration_key``, ``event_key``).
 
     Raises
     ------
@@ -158,7 +169,7 @@ def survset(name: str = "gse3143") -> AnnData:
         f"survset_{name}",
         SURVSET,
         [relative],
-        "log microarray",
+        "log ratio" if name in _LOG_RATIO_COHORTS else "log microarray",
         duration_key="time",
         event_key="event",
     )

@@ -162,6 +162,20 @@ def test_survset_other_cohorts():
     assert nki70.shape == (144, 70)
     assert "num_Age" in nki70.obs
     assert "TSPYL5" in nki70.var_names
+    assert nki70.uns["gexbert_dataset"]["values"] == "log ratio"
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "first_gene"),
+    [("DLBCL", (240, 7399), "gene_1"), ("vdv", (78, 4705), "AA555029_RC")],
+)
+def test_survset_lymphoma_and_vdv_cohorts(name, shape, first_gene):
+    """Every ``num_`` column of these two cohorts is a gene; only survival is clinical."""
+    adata = survset(name)
+    assert adata.shape == shape
+    assert adata.var_names[0] == first_gene
+    assert list(adata.obs.columns) == ["pid", "time", "event"]
+    assert adata.uns["gexbert_dataset"]["values"] == "log ratio"
 
 
 def test_survset_nan_kept_and_symbols_unique(monkeypatch, tmp_path):
