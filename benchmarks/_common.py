@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import matplotlib
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 matplotlib.use("Agg")
@@ -26,6 +27,8 @@ SMALL_MODEL = {"d_model": 64, "n_context": 128}
 COUNTS_PER_SAMPLE = 1e4
 #: Share of the samples in the training split.
 TRAIN_FRACTION = 0.8
+#: Panel size meaning "every gene".
+ALL = "all"
 
 T = TypeVar("T")
 
@@ -64,6 +67,27 @@ def split_samples(
     order = np.random.default_rng(seed).permutation(n_obs)[:n_used]
     n_train = int(TRAIN_FRACTION * len(order))
     return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def dense(adata) -> np.ndarray:
+    """``adata.X`` as a dense float32 array."""
+    x = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    return x.astype(np.float32)
+
+
+def draw_panel(n_vars: int, size: int | str, seed: int) -> np.ndarray:
+    """Sorted column indices of a random panel (all columns for ``"all"``)."""
+    if size == ALL or size >= n_vars:
+        return np.arange(n_vars)
+    rng = np.random.default_rng([seed, size])
+    return np.sort(rng.choice(n_vars, size, replace=False))
+
+
+def only_panel(x: np.ndarray, panel: np.ndarray) -> np.ndarray:
+    """Copy of ``x`` with the genes outside ``panel`` set to NaN (missing)."""
+    masked = np.full_like(x, np.nan)
+    masked[:, panel] = x[:, panel]
+    return masked
 
 
 def log_normalise(adata) -> None:

@@ -43,7 +43,6 @@ import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from _baselines import (
     celltypist_available,
     celltypist_classifier,
@@ -51,13 +50,22 @@ from _baselines import (
     logistic_regression,
     pca_logistic_regression,
 )
-from _common import SMALL_MODEL, benchmark_parser, log_normalise, results_path, timed
+from _common import (
+    ALL,
+    SMALL_MODEL,
+    benchmark_parser,
+    dense,
+    draw_panel,
+    log_normalise,
+    only_panel,
+    results_path,
+    timed,
+)
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
 import gexbert_sc
 
-ALL = "all"
 PANEL_SIZES = (16, 32, 64, 128, 256)
 TRAIN = {"batch_size": 64, "enable_progress_bar": False}
 FAST = {"n_obs": 300, "max_epochs": 2, "panel_sizes": (16, 64)}
@@ -93,27 +101,6 @@ DATASETS = {
         _log_normalised(gexbert_sc.datasets.zeisel), "cell_type", (512, 1024), 10, 10
     ),
 }
-
-
-def dense(adata: ad.AnnData) -> np.ndarray:
-    """``adata.X`` as a dense float32 array."""
-    x = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
-    return x.astype(np.float32)
-
-
-def draw_panel(n_vars: int, size: int | str, seed: int) -> np.ndarray:
-    """Sorted column indices of a random panel (all columns for ``"all"``)."""
-    if size == ALL or size >= n_vars:
-        return np.arange(n_vars)
-    rng = np.random.default_rng([seed, size])
-    return np.sort(rng.choice(n_vars, size, replace=False))
-
-
-def only_panel(x: np.ndarray, panel: np.ndarray) -> np.ndarray:
-    """Copy of ``x`` with the genes outside ``panel`` set to NaN (missing)."""
-    masked = np.full_like(x, np.nan)
-    masked[:, panel] = x[:, panel]
-    return masked
 
 
 def scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
