@@ -90,6 +90,26 @@ def only_panel(x: np.ndarray, panel: np.ndarray) -> np.ndarray:
     return masked
 
 
+def plot_methods(ax, part, x: str, y: str, dashed: tuple[str, ...] = ()) -> None:
+    """One error-bar line per ``method`` of ``part``: ``y + "_mean"`` ± ``y + "_std"`` over ``x``.
+
+    Methods in ``dashed`` are drawn dashed; the x axis is log2 (panel sizes).
+    """
+    for method, rows in part.groupby("method", sort=False):
+        ax.errorbar(
+            rows[x].astype(int),
+            rows[f"{y}_mean"],
+            yerr=rows[f"{y}_std"].fillna(0),
+            label=method,
+            linestyle="--" if method in dashed else "-",
+            marker="o",
+            markersize=3,
+            capsize=2,
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("genes measured (panel size)")
+
+
 def log_normalise(adata) -> None:
     """``log1p`` of counts per 10,000 (scanpy's ``normalize_total`` + ``log1p``), in place."""
     import scanpy as sc

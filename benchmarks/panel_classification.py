@@ -58,6 +58,7 @@ from _common import (
     draw_panel,
     log_normalise,
     only_panel,
+    plot_methods,
     results_path,
     timed,
 )
@@ -196,20 +197,8 @@ def plot(summary: pd.DataFrame, path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for ax, name in zip(axes[0], datasets, strict=True):
         part = summary[summary["dataset"] == name]
-        for method, rows in part.groupby("method", sort=False):
-            style = "-" if method in ONE_MODEL else "--"
-            ax.errorbar(
-                rows["n_genes"],
-                rows["accuracy_mean"],
-                yerr=rows["accuracy_std"].fillna(0),
-                label=method,
-                linestyle=style,
-                marker="o",
-                markersize=3,
-                capsize=2,
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("genes measured (panel size)")
+        per_panel = tuple(m for m in part["method"].unique() if m not in ONE_MODEL)
+        plot_methods(ax, part, "n_genes", "accuracy", dashed=per_panel)
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{name} ({int(part['n_seeds'].max())} seeds)")
     axes[0, -1].legend(fontsize=7, loc="lower right")

@@ -52,6 +52,7 @@ from _common import (
     dense,
     draw_panel,
     only_panel,
+    plot_methods,
     results_path,
     timed,
 )
@@ -189,7 +190,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """C-index mean ± sd per cohort, panel size and method; restored − panel with Wilcoxon p."""
     grouped = table.groupby(["cohort", "panel_size", "method"], sort=False)["c_index"]
     summary = grouped.agg(["mean", "std", "size"]).reset_index()
-    summary.columns = ["cohort", "panel_size", "method", "c_index_mean", "c_index_sd", "n_folds"]
+    summary.columns = ["cohort", "panel_size", "method", "c_index_mean", "c_index_std", "n_folds"]
     keys = ["cohort", "repeat", "fold", "panel_size"]
     wide = table.pivot_table(index=keys, columns="method", values="c_index").reset_index()
     diffs = []
@@ -219,23 +220,11 @@ def plot(summary: pd.DataFrame, path) -> None:
     fig, axes = plt.subplots(1, len(cohorts), figsize=(4.5 * len(cohorts), 4), squeeze=False)
     for ax, name in zip(axes[0], cohorts, strict=True):
         part = summary[(summary["cohort"] == name) & (summary["panel_size"] != ALL)]
-        for method, rows in part.groupby("method", sort=False):
-            sizes = rows["panel_size"].astype(int)
-            ax.errorbar(
-                sizes,
-                rows["c_index_mean"],
-                yerr=rows["c_index_sd"].fillna(0),
-                label=method,
-                marker="o",
-                markersize=3,
-                capsize=2,
-            )
+        plot_methods(ax, part, "panel_size", "c_index", dashed=(PANEL, RESTORED, TRUE))
         reference = summary[(summary["cohort"] == name) & (summary["panel_size"] == ALL)]
         for _, row in reference.iterrows():
             ax.axhline(row["c_index_mean"], color="grey", linestyle=":", label=row["method"])
         ax.axhline(0.5, color="black", linewidth=0.5)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("genes measured (panel size)")
         ax.set_ylabel("test C-index")
         ax.set_title(f"{name} ({int(part['n_folds'].max())} folds)")
     axes[0, -1].legend(fontsize=6, loc="lower right")
