@@ -69,7 +69,8 @@ PANEL_SIZES = (64, 128, 256, 512, 1024)
 N_ANCHORS = 50
 N_FOLDS = 5
 PRETRAIN = {"max_epochs": 40, "batch_size": 32, "enable_progress_bar": False}
-SURVIVAL_TRAIN = {"max_epochs": 60, "lr": 1e-3, "enable_progress_bar": False}
+# no validation split: the training folds are small, and early stopping is not used
+SURVIVAL_TRAIN = {"max_epochs": 60, "lr": 1e-3, "train_size": 1.0, "enable_progress_bar": False}
 FAST = {"epochs": 2, "panel_sizes": (64, 256), "folds": 2}
 PANEL = "Cox (panel)"
 RESTORED = "Cox (panel + restored anchors)"
@@ -253,10 +254,11 @@ def main() -> None:
                 break
             split = (index // N_FOLDS, index % N_FOLDS, train_rows, test_rows)
             rows += run_fold(name, adata, split, args.fast)
+            # written after every fold, so that a stopped run keeps what it measured
+            pd.DataFrame(rows).to_csv(results_path("survival.csv", args), index=False)
             print(f"{name}: fold {index + 1} done", flush=True)
     table = pd.DataFrame(rows)
     summary, differences = summarise(table)
-    table.to_csv(results_path("survival.csv", args), index=False)
     summary.to_csv(results_path("survival_summary.csv", args), index=False)
     differences.to_csv(results_path("survival_restoration.csv", args), index=False)
     plot(summary, results_path("survival.png", args))
