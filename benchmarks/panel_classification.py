@@ -21,8 +21,8 @@ Methods, on the same split and panels:
 6. ``GexBERT embedding + LR``: one logistic regression on the frozen ``X_gexbert`` of the
    training samples (all genes), applied to the embedding of the panels;
 7. ``GexBERTClassifier``: fine-tuned with panel dropout, one model for every panel (default
-   arguments, except on zeisel: 30 epochs with ``encoder_lr_scale=1.0``, chosen on seed 0's
-   training run, see ``docs/classification.md``).
+   arguments, except on zeisel: 30 epochs with ``encoder_lr_scale=1.0``, chosen by
+   ``classifier_settings.py`` on seed 0's test cells, so zeisel's seed 0 is optimistic).
 
 Accuracy and macro-F1 per data set, panel size and method, mean ± sd over seeds, printed and
 written to ``benchmarks/results/panel_classification.csv`` (one row per seed) and
