@@ -31,8 +31,9 @@ panel with a two-sided Wilcoxon signed-rank test across folds) and ``survival.pn
 against panel size).
 
 Rerun: ``GEXBERT_CPU_BF16=0 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python
-benchmarks/survival.py`` (``--cohorts``, ``--repeats``, ``--fast`` for a smoke run, ``--tag``
-to suffix the outputs). scikit-survival (GPL-3) comes with ``pip install -e ".[bench]"``.
+benchmarks/survival.py`` (``--cohorts``, ``--repeats``, ``--folds`` to run some folds only,
+``--fast`` for a smoke run, ``--tag`` to suffix the outputs; the fold table is written after
+every fold). scikit-survival (GPL-3) comes with ``pip install -e ".[bench]"``.
 """
 
 from __future__ import annotations
@@ -238,6 +239,12 @@ def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], "2 folds, 2 epochs, 2 panel sizes")
     parser.add_argument("--cohorts", nargs="+", choices=COHORTS, default=list(COHORTS))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--folds",
+        type=int,
+        nargs="+",
+        help="run only these folds (0-based over repeats x 5 folds), e.g. to resume a run",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -252,6 +259,8 @@ def main() -> None:
         for index, (train_rows, test_rows) in enumerate(splitter.split(event, event)):
             if args.fast and index >= FAST["folds"]:
                 break
+            if args.folds is not None and index not in args.folds:
+                continue
             split = (index // N_FOLDS, index % N_FOLDS, train_rows, test_rows)
             rows += run_fold(name, adata, split, args.fast)
             # written after every fold, so that a stopped run keeps what it measured
