@@ -67,3 +67,23 @@ def test_bad_n_samples_is_refused(trained_model, n_samples):
     with pytest.raises(ValueError, match="`n_samples` must be an integer of at least 2"):
         tl.impute(adata, trained_model, n_samples=n_samples)
     assert "gexbert_imputed" not in adata.layers
+
+
+def test_impute_of_some_genes_keeps_the_rest_as_measured():
+    """With `genes=`, the other genes keep their values; flagged entries there become NaN."""
+    adata = make_counts_adata(seed=4)
+    flags = np.random.default_rng(4).random(adata.shape) < 0.2
+    adata.layers["missing"] = flags
+    GexBERT.setup_anndata(adata, missing_layer="missing")
+    model = GexBERT(adata, **TINY_MODEL)
+    model.train(**TINY_TRAIN)
+    genes = ["gene_3", "gene_7"]
+    tl.impute(adata, model, genes=genes)
+    values = adata.layers["gexbert_imputed"]
+    asked = adata.var_names.isin(genes)
+    others = ~asked[None, :] & np.ones_like(flags)
+    np.testing.assert_array_equal(values[others & ~flags], adata.X[others & ~flags])
+    assert np.isnan(values[others & flags]).all()
+    assert np.isfinite(values[:, asked]).all()
+    mask = adata.layers["gexbert_imputed_mask"].toarray()
+    np.testing.assert_array_equal(mask, flags & asked[None, :])
