@@ -33,7 +33,8 @@ against panel size).
 Rerun: ``GEXBERT_CPU_BF16=0 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python
 benchmarks/survival.py`` (``--cohorts``, ``--repeats``, ``--folds`` to run some folds only,
 ``--fast`` for a smoke run, ``--tag`` to suffix the outputs; the fold table is written after
-every fold). scikit-survival (GPL-3) comes with ``pip install -e ".[bench]"``.
+every fold, and ``--summarise A.csv B.csv --tag T`` summarises parts of a run together).
+scikit-survival (GPL-3) comes with ``pip install -e ".[bench]"``.
 """
 
 from __future__ import annotations
@@ -245,7 +246,17 @@ def main() -> None:
         nargs="+",
         help="run only these folds (0-based over repeats x 5 folds), e.g. to resume a run",
     )
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="CSV",
+        help="run nothing: summarise and plot these fold tables together (parts of a run)",
+    )
     args = parser.parse_args()
+    if args.summarise:
+        frames = [pd.read_csv(path, dtype={"panel_size": str}) for path in args.summarise]
+        report(pd.concat(frames, ignore_index=True), args)
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("scvi").setLevel(logging.WARNING)
@@ -266,7 +277,12 @@ def main() -> None:
             # written after every fold, so that a stopped run keeps what it measured
             pd.DataFrame(rows).to_csv(results_path("survival.csv", args), index=False)
             print(f"{name}: fold {index + 1} done", flush=True)
-    table = pd.DataFrame(rows)
+    report(pd.DataFrame(rows), args)
+
+
+def report(table: pd.DataFrame, args) -> None:
+    """Write the fold table, the summary, the restoration test and the plot; print them."""
+    table.to_csv(results_path("survival.csv", args), index=False)
     summary, differences = summarise(table)
     summary.to_csv(results_path("survival_summary.csv", args), index=False)
     differences.to_csv(results_path("survival_restoration.csv", args), index=False)
