@@ -6,14 +6,17 @@ Importing it selects matplotlib's non-interactive ``Agg`` backend: the scripts w
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
 import resource
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -108,6 +111,22 @@ def plot_methods(ax, part, x: str, y: str, dashed: tuple[str, ...] = ()) -> None
         )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("genes measured (panel size)")
+
+
+def finish_figure(fig, legend_ax, path, fontsize: int = 7) -> None:
+    """Legend on ``legend_ax``, tight layout, save ``fig`` to ``path`` (PNG) and close it."""
+    legend_ax.legend(fontsize=fontsize, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def quiet_training_logs() -> None:
+    """Progress messages at INFO; Lightning's and scvi-tools' per-run chatter off."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def log_normalise(adata) -> None:

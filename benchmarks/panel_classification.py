@@ -37,7 +37,6 @@ run, ``--tag`` to suffix the outputs). CellTypist comes with ``make bench``.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,9 +57,11 @@ from _common import (
     benchmark_parser,
     dense,
     draw_panel,
+    finish_figure,
     log_normalise,
     only_panel,
     plot_methods,
+    quiet_training_logs,
     results_path,
     timed,
 )
@@ -214,10 +215,7 @@ def plot(summary: pd.DataFrame, path) -> None:
         plot_methods(ax, part, "n_genes", "accuracy", dashed=per_panel)
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{name} ({int(part['n_seeds'].max())} seeds)")
-    axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_figure(fig, axes[0, -1], path)
 
 
 def main() -> None:
@@ -225,10 +223,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("scvi").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    quiet_training_logs()
     rows = []
     for name in args.datasets:
         adata = DATASETS[name].load()

@@ -40,7 +40,6 @@ scikit-survival (GPL-3) comes with ``pip install -e ".[bench]"``.
 from __future__ import annotations
 
 import logging
-import warnings
 
 import anndata as ad
 import matplotlib.pyplot as plt
@@ -53,8 +52,10 @@ from _common import (
     benchmark_parser,
     dense,
     draw_panel,
+    finish_figure,
     only_panel,
     plot_methods,
+    quiet_training_logs,
     results_path,
     timed,
 )
@@ -230,10 +231,7 @@ def plot(summary: pd.DataFrame, path) -> None:
         ax.axhline(0.5, color="black", linewidth=0.5)
         ax.set_ylabel("test C-index")
         ax.set_title(f"{name} ({int(part['n_folds'].max())} folds)")
-    axes[0, -1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_figure(fig, axes[0, -1], path, fontsize=6)
 
 
 def main() -> None:
@@ -257,11 +255,8 @@ def main() -> None:
         frames = [pd.read_csv(path, dtype={"panel_size": str}) for path in args.summarise]
         report(pd.concat(frames, ignore_index=True), args)
         return
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("scvi").setLevel(logging.WARNING)
+    quiet_training_logs()
     logging.getLogger("gexbert_sc").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     rows = []
     for name in args.cohorts:
         adata = gexbert_sc.datasets.survset(name)
