@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
 
     from gexbert_sc.model.base import GexBERTBase
     from gexbert_sc.train import Precision
-
-logger = logging.getLogger(__name__)
 
 #: The unlabelled category registered when the user names none (never a real label).
 DEFAULT_UNLABELED = "gexbert_unlabeled"
@@ -269,10 +266,8 @@ class GexBERTClassifier(GexBERTTaskModel):
         :class:`~pandas.DataFrame` of probabilities (classes as columns, rows sum to 1),
         indexed by the samples' names.
         """
-        logits = self._head_outputs(adata, indices, batch_size, memory_budget, precision)
-        proba = pd.DataFrame(
-            softmax(logits, axis=1), index=self._sample_names(adata, indices), columns=self.classes
-        )
+        logits, names = self._head_outputs(adata, indices, batch_size, memory_budget, precision)
+        proba = pd.DataFrame(softmax(logits, axis=1), index=names, columns=self.classes)
         if soft:
             return proba
         labels = self.classes[logits.argmax(axis=1)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
 
     from gexbert_sc.model.base import GexBERTBase
     from gexbert_sc.train import Precision
-
-logger = logging.getLogger(__name__)
 
 
 class GexBERTSurvival(GexBERTTaskModel):
@@ -210,8 +207,8 @@ class GexBERTSurvival(GexBERTTaskModel):
         names: higher is a worse prognosis. Only differences between samples mean anything
         (the Cox model leaves the baseline hazard out).
         """
-        risk = self._head_outputs(adata, indices, batch_size, memory_budget, precision)[:, 0]
-        return pd.Series(risk, index=self._sample_names(adata, indices), name="risk")
+        risk, names = self._head_outputs(adata, indices, batch_size, memory_budget, precision)
+        return pd.Series(risk[:, 0], index=names, name="risk")
 
     def _placeholder_obs(self) -> dict[str, Any]:
         return {self.time_key: 1.0, self.event_key: 1.0}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from gexbert_sc._constants import MODULE_KEYS
@@ -98,11 +99,14 @@ class GexBERTTaskModel(EncodingMixin, TrainingMixin, GexBERTBase):
         batch_size: int | None,
         memory_budget: int | str | None,
         precision: Precision,
-    ) -> np.ndarray:
-        """Return the head's ``(n_samples, n_outputs)`` float64 outputs on the fixed context."""
+    ) -> tuple[np.ndarray, pd.Index]:
+        """Return the head's ``(n_samples, n_outputs)`` float64 outputs and the samples' names.
+
+        The outputs are read on the fixed inference context, in the order of the names.
+        """
         data = self.adata if adata is None else adata
         batch_size = self._resolve_batch_size(batch_size, memory_budget)
-        n_outputs = self.module.head.layers[-1].out_features
+        n_outputs = self.module.head.n_outputs
         outputs = np.empty((self._n_rows(data, indices), n_outputs), dtype=np.float64)
         start = 0
         with torch.inference_mode():
@@ -110,12 +114,8 @@ class GexBERTTaskModel(EncodingMixin, TrainingMixin, GexBERTBase):
                 chunk = self.module.head(out[MODULE_KEYS.Z_KEY]).double().cpu().numpy()
                 outputs[start : start + len(chunk)] = chunk
                 start += len(chunk)
-        return outputs
-
-    def _sample_names(self, adata: AnnData | None, indices: Sequence[int] | None):
-        """Names of the samples ``_head_outputs`` returns, in its row order."""
-        names = (self.adata if adata is None else adata).obs_names
-        return names if indices is None else names[np.asarray(indices)]
+        names = data.obs_names if indices is None else data.obs_names[np.asarray(indices)]
+        return outputs, names
 
 
 def pretraining_defaults() -> dict[str, Any]:

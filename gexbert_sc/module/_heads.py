@@ -25,6 +25,7 @@ class MLPHead(nn.Module):
 
     def __init__(self, d_model: int, n_outputs: int, n_hidden: int = 128, dropout: float = 0.1):
         super().__init__()
+        self.n_outputs = n_outputs
         self.layers = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(d_model, n_hidden),

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS, QUERY_CHUNK_SIZE
+from gexbert_sc.data._validation import registered_matrix
 from gexbert_sc.tl._provenance import check_model, prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:
@@ -158,8 +159,8 @@ def _into_measured(
 ) -> np.ndarray:
     """Return the measured values (NaN where missing) with ``restored`` in ``columns``."""
     setup = model.registry_["setup_args"]
-    layer, missing_layer = setup.get("layer"), setup.get("missing_layer")
-    matrix = expression.X if layer is None else expression.layers[layer]
+    missing_layer = setup.get("missing_layer")
+    matrix = registered_matrix(expression, setup.get("layer"))
     values = matrix.toarray() if sp.issparse(matrix) else np.array(matrix)
     values = values.astype(np.float32, copy=False)
     if missing_layer is not None:

@@ -73,4 +73,5 @@ def test_frozen_module_trains_only_the_head():
 
 def test_head_maps_embeddings_to_logits():
     head = MLPHead(16, 5, n_hidden=8)
+    assert head.n_outputs == 5
     assert head(torch.randn(3, 16)).shape == (3, 5)
