@@ -13,6 +13,7 @@ from gexbert_sc.data._fields import anndata_fields
 from gexbert_sc.data._input_scale import InputScale
 from gexbert_sc.data._validation import check_expression_setup, check_obs_key, expression_data
 from gexbert_sc.model.base import (
+    AttentionMixin,
     EncodingMixin,
     GexBERTBase,
     RestorationMixin,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class GexBERT(RestorationMixin, EncodingMixin, TrainingMixin, GexBERTBase):
+class GexBERT(RestorationMixin, AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase):
     """GexBERT masked-expression transformer autoencoder :cite:p:`Jiang2025`.
 
     Genes are tokens (gene embedding + binned expression-level embedding; a learned *missing*

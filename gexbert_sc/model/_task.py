@@ -12,7 +12,13 @@ import torch
 
 from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.model._gexbert import GexBERT
-from gexbert_sc.model.base import EncodingMixin, GexBERTBase, TrainingMixin, check_architecture
+from gexbert_sc.model.base import (
+    AttentionMixin,
+    EncodingMixin,
+    GexBERTBase,
+    TrainingMixin,
+    check_architecture,
+)
 from gexbert_sc.model.base._checks import check_fraction, check_positive_integers, is_finite_number
 
 if TYPE_CHECKING:
@@ -24,7 +30,7 @@ if TYPE_CHECKING:
 EXPRESSION_SETUP_ARGS = ("layer", "batch_key", "missing_layer", "input_scale")
 
 
-class GexBERTTaskModel(EncodingMixin, TrainingMixin, GexBERTBase):
+class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase):
     """A head on the ``[CLS]`` embedding of a pretrained GexBERT, trained with panel dropout.
 
     Subclasses set ``_module_cls`` (a :class:`~gexbert_sc.module.GexBERTTaskModule`), their

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Which attention weights an encoder block returns: the ``[CLS]`` row, or every row.
+AttentionRows = Literal["cls", "all"]
 
 #: Width of the feed-forward layer in units of ``d_model``.
 FFN_FACTOR = 4
@@ -64,20 +69,19 @@ class MultiHeadAttention(nn.Module):
         b, _, lq, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
 
-    def first_query_weights(
+    def weights(
         self, query: torch.Tensor, memory: torch.Tensor, key_padding: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Attention weights ``(B, n_heads, Lk)`` of the first query (``[CLS]``) over ``memory``.
+        """Attention weights ``(B, n_heads, Lq, Lk)`` of ``query`` over ``memory``, in fp32.
 
-        The unfused softmax of the same scores that :meth:`forward` gives to the fused kernel,
-        for the first query row only (``O(Lk)`` per head): only called when weights are asked
-        for, so training keeps the fused kernel.
+        The unfused softmax of the same scores that :meth:`forward` gives to the fused kernel:
+        only called when weights are asked for, so training keeps the fused kernel.
         """
-        q = self._split_heads(self.q_proj(query[:, :1]))
+        q = self._split_heads(self.q_proj(query))
         k = self._split_heads(self.kv_proj(memory).chunk(2, dim=-1)[0])
-        scores = (q @ k.transpose(-2, -1)).squeeze(-2) * q.shape[-1] ** -0.5
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
         if key_padding is not None:
-            scores = scores.masked_fill(key_padding[:, None, :], float("-inf"))
+            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
         return scores.float().softmax(dim=-1)
 
 
@@ -111,19 +115,22 @@ class EncoderBlock(_PreLNBlock):
         self,
         h: torch.Tensor,
         key_padding: torch.Tensor | None = None,
-        return_attention: bool = False,
+        attention: AttentionRows | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Update tokens ``h`` ``(B, L, d)``; ``key_padding`` ``(B, L)`` marks padding.
 
-        With ``return_attention``, also return the first token's attention weights
-        ``(B, n_heads, L)`` (see :meth:`MultiHeadAttention.first_query_weights`).
+        With ``attention``, also return the attention weights of the block
+        (:meth:`MultiHeadAttention.weights`): ``"cls"``, the first token's ``(B, n_heads, L)``
+        (``O(L)`` per head); ``"all"``, every token's ``(B, n_heads, L, L)``.
         """
         x = self.norm_attn(h)
         out = h + self.attn(x, x, key_padding)
         out = out + self.ff(self.norm_ff(out))
-        if return_attention:
-            return out, self.attn.first_query_weights(x, x, key_padding)
-        return out
+        if attention is None:
+            return out
+        if attention == "cls":
+            return out, self.attn.weights(x[:, :1], x, key_padding).squeeze(-2)
+        return out, self.attn.weights(x, x, key_padding)
 
 
 class DecoderBlock(_PreLNBlock):

@@ -9,7 +9,7 @@ from torch import nn
 
 from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.data._normalization import to_model_scale
-from gexbert_sc.module._attention import EncoderBlock
+from gexbert_sc.module._attention import AttentionRows, EncoderBlock
 from gexbert_sc.module._masking import draw_targets as draw_restoration_targets
 from gexbert_sc.module._masking import hide_tokens, withhold_genes, withhold_outside_panel
 
@@ -236,7 +236,7 @@ class ExpressionEncoder(nn.Module):
         valid: torch.Tensor,
         summary: torch.Tensor,
         hidden: torch.Tensor | None = None,
-        return_attention: bool = False,
+        attention: AttentionRows | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Run the encoder over ``[CLS]`` + context tokens.
 
@@ -248,14 +248,16 @@ class ExpressionEncoder(nn.Module):
             ``(B, d)`` profile summary added to ``[CLS]``.
         hidden
             ``(B, L)`` bool, tokens whose value is replaced by the missing embedding.
-        return_attention
-            Also return the ``[CLS]`` attention weights of every block.
+        attention
+            Also return the attention weights of every block: ``"cls"``, the ``[CLS]`` row;
+            ``"all"``, every row (for attention rollout).
 
         Returns
         -------
         ``(memory, padding, attention)``: ``(B, 1 + L, d)`` normalised encoder output
-        (``[CLS]`` first), the ``(B, 1 + L)`` padding mask, and ``(B, n_layers, n_heads,
-        1 + L)`` ``[CLS]`` attention weights (``None`` unless ``return_attention``).
+        (``[CLS]`` first), the ``(B, 1 + L)`` padding mask, and the attention weights
+        (``None`` unless ``attention``): ``(B, n_layers, n_heads, 1 + L)`` for ``"cls"``,
+        ``(B, n_layers, n_heads, 1 + L, 1 + L)`` for ``"all"``.
         """
         levels = self.expression_levels(values, gene_idx)
         centred = values - self.gene_mean[gene_idx]
@@ -269,13 +271,13 @@ class ExpressionEncoder(nn.Module):
         padding = torch.cat([valid.new_zeros(valid.shape[0], 1), ~valid], dim=1)
         weights = []
         for block in self.encoder:
-            if return_attention:
-                h, block_weights = block(h, padding, return_attention=True)
-                weights.append(block_weights)
-            else:
+            if attention is None:
                 h = block(h, padding)
-        attention = torch.stack(weights, dim=1) if return_attention else None
-        return self.encoder_norm(h), padding, attention
+            else:
+                h, block_weights = block(h, padding, attention)
+                weights.append(block_weights)
+        stacked = None if attention is None else torch.stack(weights, dim=1)
+        return self.encoder_norm(h), padding, stacked
 
     def encode_samples(
         self,
@@ -289,7 +291,7 @@ class ExpressionEncoder(nn.Module):
         withhold: tuple[float, float] | None = None,
         panel_min_genes: int | None = None,
         generator: torch.Generator | None = None,
-        return_attention: bool = False,
+        attention: AttentionRows | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Encode samples: choose each sample's context, hide part of it, run the encoder.
 
@@ -326,9 +328,10 @@ class ExpressionEncoder(nn.Module):
             (:func:`withhold_outside_panel`; the panel dropout of task models).
         generator
             Source of every random draw of the call (``None``: torch's global RNG).
-        return_attention
-            Also return the ``[CLS]`` attention weights of every block (an unfused path for
-            the ``[CLS]`` row only; the tokens are still computed by the fused kernel).
+        attention
+            Also return the attention weights of every block (:meth:`encode`): ``"cls"``,
+            the ``[CLS]`` row; ``"all"``, every row. They are computed by an unfused path
+            beside the fused kernel, which still computes the tokens.
 
         Returns
         -------
@@ -336,7 +339,7 @@ class ExpressionEncoder(nn.Module):
         encoder ``memory`` and its padding, the context genes and their validity, the hidden
         tokens, the observed mask and size factors, the target indices (``None`` unless
         ``draw_targets``) with their values and validity, and the ``[CLS]`` attention
-        (with ``return_attention``).
+        weights (with ``attention``).
         """
         if context not in get_args(ContextPolicy):
             msg = f"`context` must be one of {get_args(ContextPolicy)}, got {context!r}."
@@ -380,17 +383,17 @@ class ExpressionEncoder(nn.Module):
             include = include.scatter(1, target_idx, unseen)
         summary, coef = self.profile_summary(y, include)
         out[MODULE_KEYS.PROFILE_COEF_KEY] = coef
-        memory, padding, attention = self.encode(
+        memory, padding, weights = self.encode(
             gene_idx,
             y.gather(1, gene_idx),
             valid,
             summary,
             hidden if hide_fraction > 0 else None,
-            return_attention,
+            attention,
         )
         out[MODULE_KEYS.MEMORY_KEY] = memory
         out[MODULE_KEYS.MEMORY_PAD_KEY] = padding
         out[MODULE_KEYS.Z_KEY] = memory[:, 0]
-        if return_attention:
-            out[MODULE_KEYS.ATTENTION_KEY] = attention
+        if attention is not None:
+            out[MODULE_KEYS.ATTENTION_KEY] = weights
         return out

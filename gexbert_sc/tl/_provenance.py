@@ -76,3 +76,31 @@ def record(
     entry["version"] = __version__
     outputs = entry.setdefault(OUTPUT_KEYS.UNS_OUTPUTS, {})
     outputs[key_added] = {"params": params, **model.provenance()}
+
+
+def require_output(mapping: Any, key: str, where: str, writer: str) -> Any:
+    """Return ``mapping[key]``, or raise an error saying which function writes it.
+
+    Parameters
+    ----------
+    mapping
+        ``adata.uns``, ``adata.varm``, ... of the caller.
+    key
+        The key asked for.
+    where
+        The mapping's name in the message, e.g. ``"uns"``.
+    writer
+        The function that writes ``key``, e.g. ``"gexbert_sc.tl.rank_genes_attention"``.
+
+    Raises
+    ------
+    KeyError
+        If ``key`` is not in ``mapping``.
+    """
+    if key not in mapping:
+        msg = (
+            f"`adata.{where}[{key!r}]` not found; run `{writer}` first (or pass the `key` "
+            "it was written under)."
+        )
+        raise KeyError(msg)
+    return mapping[key]

@@ -208,7 +208,7 @@ def test_cls_attention_weights_match_the_fused_attention():
     module = _module(n_layers=2, n_inference_context=20).eval()
     x = torch.rand(4, 30) * 3
     x[1, 5:] = float("nan")  # a short context: padding must get no weight
-    out = module.encode_samples(x, None, torch.zeros(4, 1), return_attention=True)
+    out = module.encode_samples(x, None, torch.zeros(4, 1), attention="cls")
     weights = out[MODULE_KEYS.ATTENTION_KEY]
     assert weights.shape == (4, 2, 2, 1 + out[MODULE_KEYS.CONTEXT_IDX_KEY].shape[1])
     torch.testing.assert_close(weights.sum(-1), torch.ones(4, 2, 2))
@@ -218,13 +218,19 @@ def test_cls_attention_weights_match_the_fused_attention():
     block = module.encoder[0]
     tokens = torch.randn(4, 6, 16)
     normed = block.norm_attn(tokens)
-    w = block.attn.first_query_weights(normed, normed)
+    w = block.attn.weights(normed[:, :1], normed).squeeze(-2)
     v = block.attn._split_heads(block.attn.kv_proj(normed).chunk(2, dim=-1)[1])
     by_hand = block.attn.out_proj((w.unsqueeze(-2) @ v).squeeze(-2).reshape(4, -1))
     torch.testing.assert_close(by_hand, block.attn(normed, normed)[:, 0], rtol=1e-5, atol=1e-5)
     # asking for weights does not change the encoding
     plain = module.encode_samples(x, None, torch.zeros(4, 1))
     torch.testing.assert_close(plain[MODULE_KEYS.Z_KEY], out[MODULE_KEYS.Z_KEY])
+    # every row: its [CLS] row is the weights above, each row sums to one
+    full = module.encode_samples(x, None, torch.zeros(4, 1), attention="all")
+    rows = full[MODULE_KEYS.ATTENTION_KEY]
+    assert rows.shape == (*weights.shape, weights.shape[-1])
+    torch.testing.assert_close(rows[..., 0, :], weights)
+    torch.testing.assert_close(rows.sum(-1), torch.ones(rows.shape[:-1]))
 
 
 def test_validation_encoding_is_masked_restoration():

@@ -1,5 +1,6 @@
 """The GexBERT model family's base class and mixins (shared by every model class)."""
 
+from gexbert_sc.model.base._attention import AttentionMethod, AttentionMixin
 from gexbert_sc.model.base._base import GexBERTBase
 from gexbert_sc.model.base._checks import check_architecture
 from gexbert_sc.model.base._encoding import EncodingMixin
@@ -7,6 +8,8 @@ from gexbert_sc.model.base._restoration import Imputation, RestorationMixin
 from gexbert_sc.model.base._training import TrainingMixin, default_max_epochs
 
 __all__ = [
+    "AttentionMethod",
+    "AttentionMixin",
     "EncodingMixin",
     "GexBERTBase",
     "Imputation",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
@@ -128,10 +128,12 @@ class EncodingMixin:
         indices: Sequence[int] | None,
         batch_size: int | None,
         precision: Precision = "32-true",
+        encoding: dict[str, Any] | None = None,
     ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
         """Yield ``(tensors, encoder outputs)`` per minibatch, in eval mode.
 
-        The encoding is the fixed inference context. The autocast context of ``precision``
+        The encoding is the fixed inference context (with the ``encode_samples`` options in
+        ``encoding``, e.g. ``{"attention": "cls"}``). The autocast context of ``precision``
         stays active while the caller works on a yielded batch.
         """
         self._check_if_trained()
@@ -141,7 +143,7 @@ class EncodingMixin:
         with autocast_context(resolved, self.device):
             for tensors in batches:
                 inputs = self.module._get_inference_input(tensors)
-                yield tensors, self.module.inference(**inputs, encoding={})
+                yield tensors, self.module.inference(**inputs, encoding=encoding or {})
                 release_free_heap()
 
     @torch.inference_mode()
