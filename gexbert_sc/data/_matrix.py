@@ -33,3 +33,8 @@ def sample_values(matrix: Any, max_rows: int = 500, seed: int = 0) -> np.ndarray
     if sp.issparse(block):
         return np.asarray(block.data, dtype=np.float64)
     return np.asarray(block, dtype=np.float64).ravel()
+
+
+def to_dense(values: Any) -> np.ndarray:
+    """Return a sparse matrix or an array-like as a dense numpy array."""
+    return values.toarray() if sp.issparse(values) else np.asarray(values)

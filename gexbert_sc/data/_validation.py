@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gexbert_sc.data._input_scale import InputScale, check_input_scale, resolve_input_scale
+from gexbert_sc.data._matrix import to_dense
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -23,6 +24,24 @@ def registered_matrix(adata: AnnData, layer: str | None, argument: str = "layer"
         msg = f"`{argument}={layer!r}` is not in `adata.layers`; available: {list(adata.layers)}."
         raise KeyError(msg)
     return adata.layers[layer]
+
+
+def measured_matrix(expression: Any, setup_args: dict[str, Any]) -> np.ndarray:
+    """Return the registered values of ``expression`` as a dense float32 array, NaN where missing.
+
+    Parameters
+    ----------
+    expression
+        AnnData holding the expression (in the layer named by ``setup_args``).
+    setup_args
+        The ``setup_args`` of a model's registry (``layer``, ``missing_layer``).
+    """
+    matrix = registered_matrix(expression, setup_args.get("layer"))
+    values = to_dense(matrix).astype(np.float32)
+    missing_layer = setup_args.get("missing_layer")
+    if missing_layer is not None:
+        values[to_dense(expression.layers[missing_layer]).astype(bool)] = np.nan
+    return values
 
 
 def check_expression_matrix(adata: AnnData, layer: str | None) -> None:
@@ -109,3 +128,31 @@ def check_expression_setup(
     check_input_scale(input_scale)
     if input_scale == "counts":
         resolve_input_scale(registered_matrix(expression, layer), input_scale)
+
+
+def require_output(mapping: Any, key: str, where: str, writer: str) -> Any:
+    """Return ``mapping[key]``, or raise an error saying which function writes it.
+
+    Parameters
+    ----------
+    mapping
+        ``adata.uns``, ``adata.varm``, ... of the caller.
+    key
+        The key asked for.
+    where
+        The mapping's name in the message, e.g. ``"uns"``.
+    writer
+        The function that writes ``key``, e.g. ``"gexbert_sc.tl.rank_genes_attention"``.
+
+    Raises
+    ------
+    KeyError
+        If ``key`` is not in ``mapping``.
+    """
+    if key not in mapping:
+        msg = (
+            f"`adata.{where}[{key!r}]` not found; run `{writer}` first (or pass the `key` "
+            "it was written under)."
+        )
+        raise KeyError(msg)
+    return mapping[key]

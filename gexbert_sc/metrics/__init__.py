@@ -1,5 +1,6 @@
 """Evaluation metrics for embeddings, restorations and survival predictions."""
 
+from gexbert_sc.metrics._attention import attention_ablation, ranking_overlap
 from gexbert_sc.metrics._imputation import (
     mask_entries,
     mask_genes,
@@ -16,6 +17,7 @@ from gexbert_sc.metrics._survival import (
 
 __all__ = [
     "ScoreTest",
+    "attention_ablation",
     "concordance_index",
     "cox_score_test",
     "logrank_pvalue",
@@ -25,4 +27,5 @@ __all__ = [
     "mask_genes",
     "masked_rmse",
     "median_gene_correlation",
+    "ranking_overlap",
 ]

@@ -10,9 +10,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS
+from gexbert_sc.data._rankings import ATTENTION_METHOD, MEAN_METHOD, rankings_uns
 from gexbert_sc.data._validation import check_expression_matrix, check_obs_key, registered_matrix
-from gexbert_sc.tl._provenance import check_model, prepare_target, record, warn_if_overwriting
-from gexbert_sc.tl._rankings import ATTENTION_METHOD, MEAN_METHOD, rankings_uns
+from gexbert_sc.model.base._checks import check_model
+from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -10,8 +10,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS, QUERY_CHUNK_SIZE
-from gexbert_sc.data._validation import registered_matrix
-from gexbert_sc.tl._provenance import check_model, prepare_target, record, warn_if_overwriting
+from gexbert_sc.data._validation import measured_matrix
+from gexbert_sc.model.base._checks import check_model
+from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -158,15 +159,7 @@ def _into_measured(
     model: GexBERT, expression: AnnData, restored: np.ndarray, columns: np.ndarray
 ) -> np.ndarray:
     """Return the measured values (NaN where missing) with ``restored`` in ``columns``."""
-    setup = model.registry_["setup_args"]
-    missing_layer = setup.get("missing_layer")
-    matrix = registered_matrix(expression, setup.get("layer"))
-    values = matrix.toarray() if sp.issparse(matrix) else np.array(matrix)
-    values = values.astype(np.float32, copy=False)
-    if missing_layer is not None:
-        missing = expression.layers[missing_layer]
-        missing = missing.toarray() if sp.issparse(missing) else np.asarray(missing)
-        values[missing.astype(bool)] = np.nan
+    values = measured_matrix(expression, model.registry_["setup_args"])
     values[:, columns] = restored
     return values
 

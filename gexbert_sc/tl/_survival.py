@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gexbert_sc._constants import OUTPUT_KEYS
+from gexbert_sc.data._matrix import to_dense
 from gexbert_sc.data._survival import survival_data
 from gexbert_sc.data._validation import check_expression_matrix, registered_matrix
 from gexbert_sc.metrics import cox_score_test
-from gexbert_sc.model.base._checks import check_positive_integers
-from gexbert_sc.tl._provenance import check_model, prepare_target, record, warn_if_overwriting
+from gexbert_sc.model.base._checks import check_model, check_positive_integers
+from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -91,7 +92,7 @@ def select_anchor_genes(
     rows = np.arange(adata.n_obs) if samples is None else np.arange(adata.n_obs)[samples]
     survival = survival_data(adata[rows], time_key, event_key)
     matrix = registered_matrix(adata, layer)[rows]
-    values = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    values = to_dense(matrix)
     rankable = ~np.isnan(values).any(axis=0)
     test = cox_score_test(np.where(rankable, values, 0.0), survival.time, survival.event)
     pvalue = np.where(rankable, test.pvalue, np.nan)

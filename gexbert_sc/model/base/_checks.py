@@ -1,4 +1,4 @@
-"""Checks of a model's hyper-parameters, run before any computation."""
+"""Checks of arguments (hyper-parameters, models), run before any computation."""
 
 from __future__ import annotations
 
@@ -156,3 +156,32 @@ def check_architecture(
     if seed is not None and not is_integer(seed):
         msg = f"`seed` must be an integer or None, got {seed!r}."
         raise ValueError(msg)
+
+
+def check_model(model: Any, model_cls: type | None = None) -> None:
+    """Raise unless ``model`` is a trained model of ``model_cls`` (default: the GexBERT family).
+
+    Parameters
+    ----------
+    model
+        The ``model`` argument of a writer.
+    model_cls
+        The model class the writer needs.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an instance of ``model_cls``.
+    RuntimeError
+        If it is not trained.
+    """
+    from gexbert_sc.model import GexBERTBase
+
+    model_cls = GexBERTBase if model_cls is None else model_cls
+    if not isinstance(model, model_cls):
+        expected = "gexbert_sc.GexBERT" if model_cls is GexBERTBase else model_cls.__name__
+        msg = f"`model` must be a {expected}, got {type(model).__name__}."
+        raise TypeError(msg)
+    model._check_if_trained(
+        message=f"`model` ({type(model).__name__}) is not trained yet; run `model.train()` first."
+    )
