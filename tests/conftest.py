@@ -9,7 +9,13 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import TINY_MODEL, TINY_TRAIN, make_counts_adata
+from helpers import (
+    TINY_MODEL,
+    TINY_TRAIN,
+    attend_to_programme_genes,
+    make_counts_adata,
+    make_programme_adata,
+)
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -49,4 +55,20 @@ def trained_model():
     gexbert_sc.GexBERT.setup_anndata(adata)
     model = gexbert_sc.GexBERT(adata, **TINY_MODEL)
     model.train(**TINY_TRAIN)
+    return model
+
+
+@pytest.fixture(scope="session")
+def programme_model():
+    """A one-block model on programme data whose [CLS] attends to high programme genes.
+
+    Shared, do not mutate (copy its AnnData before writing to it).
+    """
+    import gexbert_sc
+
+    adata = make_programme_adata()
+    gexbert_sc.GexBERT.setup_anndata(adata)
+    model = gexbert_sc.GexBERT(adata, **{**TINY_MODEL, "n_inference_context": 48}, seed=0)
+    model.train(**{**TINY_TRAIN, "max_epochs": 1})
+    attend_to_programme_genes(model, np.flatnonzero(adata.var["programme"] != "none"))
     return model

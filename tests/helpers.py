@@ -71,3 +71,57 @@ def make_survival_adata(
         {"driver": np.arange(n_vars) < n_drivers}, index=[f"gene_{j}" for j in range(n_vars)]
     )
     return ad.AnnData(values.astype(np.float32), obs=obs, var=var)
+
+
+def make_programme_adata(
+    n_obs: int = 90, n_groups: int = 3, n_programme: int = 6, n_background: int = 12, seed: int = 0
+) -> ad.AnnData:
+    """Counts of groups that each express their own gene programme, and shared background genes.
+
+    A group's ``n_programme`` programme genes are high in it and absent elsewhere; the
+    ``n_background`` genes are alike in every group. ``obs["programme"]`` names each
+    sample's group, ``var["programme"]`` each gene's programme (``"none"`` for background).
+    """
+    rng = np.random.default_rng(seed)
+    groups = np.arange(n_obs) % n_groups
+    n_vars = n_groups * n_programme + n_background
+    rates = np.full((n_obs, n_vars), 3.0)
+    programme = np.full(n_vars, "none", dtype=object)
+    for g in range(n_groups):
+        genes = slice(g * n_programme, (g + 1) * n_programme)
+        rates[:, genes] = np.where(groups[:, None] == g, 30.0, 0.0)
+        programme[genes] = f"p{g}"
+    counts = rng.poisson(rates).astype(np.float32)
+    obs = pd.DataFrame(
+        {"programme": pd.Categorical([f"p{g}" for g in groups])},
+        index=[f"cell_{i}" for i in range(n_obs)],
+    )
+    var = pd.DataFrame({"programme": programme}, index=[f"gene_{j}" for j in range(n_vars)])
+    return ad.AnnData(counts, obs=obs, var=var)
+
+
+def attend_to_programme_genes(model, programme_genes: np.ndarray) -> None:
+    """Set a one-block model's weights so that ``[CLS]`` attends to high programme genes.
+
+    Programme tokens carry only their centred value along a fixed direction ``u`` (every
+    other token embedding is zero), every query is the same vector and the keys read the
+    normalised tokens along ``u``: a programme gene above its mean gets a large score, one
+    below a very negative score, any other gene a score of 0. The attention of the model is
+    then known, whatever training did.
+    """
+    import torch
+
+    module = model.module
+    d_model = module.d_model
+    u = torch.tensor([(-1.0) ** i for i in range(d_model)]) / d_model**0.5
+    block = module.encoder[0]
+    with torch.no_grad():
+        module.gene_emb.weight.zero_()
+        module.level_emb.weight.zero_()
+        module.value_emb.weight.zero_()
+        module.value_emb.weight[torch.as_tensor(programme_genes)] = u
+        block.norm_attn.reset_parameters()
+        block.attn.q_proj.weight.zero_()
+        block.attn.q_proj.bias.fill_(1.0)
+        block.attn.kv_proj.weight[:d_model] = torch.ones(d_model, 1) * u[None, :]
+        block.attn.kv_proj.bias[:d_model] = 0.0
