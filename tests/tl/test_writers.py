@@ -83,7 +83,7 @@ READERS = {"gene_similarity"}
 
 @pytest.mark.parametrize("name", sorted(set(gexbert_sc.tl.__all__) - READERS))
 def test_writer_signatures_follow_scanpy(name):
-    """adata first, ≤ 3 positional parameters, keyword-only `copy=False`, AnnData (or MuData) | None."""
+    """adata first, ≤ 3 positional, keyword-only `copy=False`, returns AnnData | MuData | None."""
     signature = inspect.signature(getattr(gexbert_sc.tl, name))
     params = list(signature.parameters.values())
     assert params[0].name == "adata"
