@@ -15,6 +15,8 @@ from gexbert_sc.metrics._imputation import masked_rmse
 from gexbert_sc.model.base._checks import check_fraction, check_model, check_positive_integers
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
 
     from gexbert_sc.model import GexBERT
@@ -81,6 +83,7 @@ def attention_ablation(
     groupby: str,
     *,
     key: str = OUTPUT_KEYS.RANK_ATTENTION,
+    groups: Sequence[str] | None = None,
     n_genes: int = 20,
     n_random: int = 5,
     eval_fraction: float = 0.2,
@@ -108,6 +111,8 @@ def attention_ablation(
         ``obs`` column of the groups ranked in ``uns[key]``.
     key
         ``uns`` key of the ranking (e.g. written by :func:`gexbert_sc.tl.rank_genes_attention`).
+    groups
+        Groups to test (default: every group of the ranking).
     n_genes
         Top genes hidden per group.
     n_random
@@ -131,8 +136,8 @@ def attention_ablation(
     Raises
     ------
     KeyError
-        If the column or the ranking is missing, or the ranking names genes the model does
-        not know.
+        If the column or the ranking is missing, a group of ``groups`` is not ranked, or the
+        ranking names genes the model does not know.
     ValueError
         For invalid numbers, or a group with too few expressed genes to draw from.
     """
@@ -149,7 +154,7 @@ def attention_ablation(
     labels = adata.obs[groupby].astype(str).to_numpy()
     rng = np.random.default_rng(seed)
     rows = []
-    for group in ranking["names"].dtype.names:
+    for group in _tested_groups(ranking, key, groups):
         inside = labels == group
         top = model._gene_indices(ranked_names(ranking, group, n_genes))
         genes = _AblationGenes.draw(values[inside], top, eval_fraction, min_expressed, n_genes, rng)
@@ -170,6 +175,18 @@ def attention_ablation(
         )
     table = pd.DataFrame(rows)
     return table.assign(top_hurts_more=table["rmse_top"] > table["rmse_random"])
+
+
+def _tested_groups(ranking: dict, key: str, groups: Sequence[str] | None) -> list[str]:
+    """The ranked groups to test: ``groups`` (checked against the ranking) or all of them."""
+    ranked = list(ranking["names"].dtype.names)
+    if groups is None:
+        return ranked
+    unknown = [group for group in groups if group not in ranked]
+    if unknown:
+        msg = f"`groups` {unknown} are not ranked in `uns[{key!r}]`, which ranks {ranked}."
+        raise KeyError(msg)
+    return list(groups)
 
 
 class _AblationGenes:

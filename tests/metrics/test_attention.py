@@ -61,6 +61,10 @@ def test_ablation_scores_every_group_reproducibly(programme_model):
         programme_model, adata, "programme", n_genes=4, n_random=3, eval_fraction=0.3
     )
     pd.testing.assert_frame_equal(table, again)
+    only = attention_ablation(
+        programme_model, adata, "programme", groups=["p2"], n_genes=4, n_random=3
+    )
+    assert list(only["group"]) == ["p2"]
 
 
 def test_ablation_errors(programme_model):
@@ -72,3 +76,5 @@ def test_ablation_errors(programme_model):
         attention_ablation(programme_model, adata, "programme", n_genes=17)
     with pytest.raises(ValueError, match="`eval_fraction`"):
         attention_ablation(programme_model, adata, "programme", eval_fraction=0.0)
+    with pytest.raises(KeyError, match=r"`groups` \['p9'\] are not ranked"):
+        attention_ablation(programme_model, adata, "programme", groups=["p9"])
