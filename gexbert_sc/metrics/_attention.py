@@ -178,7 +178,7 @@ def attention_ablation(
 
 
 def _tested_groups(ranking: dict, key: str, groups: Sequence[str] | None) -> list[str]:
-    """The ranked groups to test: ``groups`` (checked against the ranking) or all of them."""
+    """Return the ranked groups to test: ``groups`` (checked against the ranking) or all."""
     ranked = list(ranking["names"].dtype.names)
     if groups is None:
         return ranked
