@@ -49,6 +49,7 @@ import scanpy as sc
 from _common import (
     SMALL_MODEL,
     benchmark_parser,
+    dense,
     log_normalise,
     quiet_training_logs,
     results_path,
@@ -96,7 +97,7 @@ def zeisel_top_genes(n_genes: int = 1000) -> ad.AnnData:
     adata = gexbert_sc.datasets.zeisel()
     logged = adata.copy()
     log_normalise(logged)
-    variance = np.asarray(logged.X.toarray() if hasattr(logged.X, "toarray") else logged.X).var(0)
+    variance = dense(logged).var(0)
     return adata[:, np.sort(np.argsort(variance)[::-1][:n_genes])].copy()
 
 
