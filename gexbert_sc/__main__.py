@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 logger = logging.getLogger("gexbert_sc")
 
@@ -48,11 +49,40 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--align", action="store_true", help="reorder genes to the model's; absent → NaN"
         )
+        cmd.add_argument("--overwrite", action="store_true", help="replace an existing --output")
         if name == "impute":
             cmd.add_argument(
                 "--all-entries", action="store_true", help="restore observed entries too"
             )
     return parser
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Check the command's paths before any data are read or any model is trained."""
+    if args.command == "demo":
+        return
+    source = Path(args.input)
+    if not source.is_file():
+        msg = f"input {str(source)!r} does not exist (or is not a file)."
+        raise FileNotFoundError(msg)
+    if source.suffix != ".h5ad":
+        msg = f"input {str(source)!r} is not an .h5ad file; convert it with anndata first."
+        raise ValueError(msg)
+    if args.command == "train":
+        if Path(args.model_dir).exists() and not args.overwrite:
+            msg = f"--model-dir {args.model_dir!r} exists; pass --overwrite to replace it."
+            raise FileExistsError(msg)
+        return
+    if not Path(args.model_dir).is_dir():
+        msg = f"--model-dir {args.model_dir!r} is not a directory written by `gexbert-sc train`."
+        raise FileNotFoundError(msg)
+    output = Path(args.output)
+    if output.suffix != ".h5ad":
+        msg = f"--output {str(output)!r} must end with .h5ad."
+        raise ValueError(msg)
+    if output.exists() and not args.overwrite:
+        msg = f"--output {str(output)!r} exists; pass --overwrite to replace it."
+        raise FileExistsError(msg)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -130,8 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": _apply,
     }
     try:
+        _check_paths(args)
         handlers[args.command](args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"gexbert-sc {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from gexbert_sc.data._input_scale import InputScale, check_input_scale, resolve_input_scale
-from gexbert_sc.data._matrix import to_dense
+from gexbert_sc.data._input_scale import InputScale, check_input_scale, scale_of
+from gexbert_sc.data._matrix import scan_values, to_dense
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+logger = logging.getLogger(__name__)
 
 
 def registered_matrix(adata: AnnData, layer: str | None, argument: str = "layer") -> Any:
@@ -44,15 +48,21 @@ def measured_matrix(expression: Any, setup_args: dict[str, Any]) -> np.ndarray:
     return values
 
 
+def matrix_name(layer: str | None) -> str:
+    """Return how messages name the registered matrix: ``adata.X`` or ``adata.layers[...]``."""
+    return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+
+
 def check_expression_matrix(adata: AnnData, layer: str | None) -> None:
-    """Check that the expression values are a non-empty numeric matrix.
+    """Check that the expression values are a non-empty numeric matrix in a supported format.
 
     Raises
     ------
     ValueError
         If ``adata`` has no samples or no genes.
     TypeError
-        If the values are not numeric.
+        If the values are not numeric (boolean included: a mask is not expression), or are
+        a sparse matrix other than CSR or CSC.
     KeyError
         If ``layer`` is not a layer of ``adata``.
     """
@@ -60,11 +70,53 @@ def check_expression_matrix(adata: AnnData, layer: str | None) -> None:
         msg = f"`adata` is empty ({adata.n_obs} samples × {adata.n_vars} genes)."
         raise ValueError(msg)
     matrix = registered_matrix(adata, layer)
+    where = matrix_name(layer)
     dtype = np.dtype(getattr(matrix, "dtype", object))
-    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
-        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    if np.issubdtype(dtype, np.bool_):
+        msg = (
+            f"`{where}` is boolean: True/False is a mask, not expression. Pass a mask of "
+            "missing values as `missing_layer=`, or convert expression with `.astype(float)`."
+        )
+        raise TypeError(msg)
+    if not np.issubdtype(dtype, np.number):
         msg = f"`{where}` must be numeric, got dtype {dtype}; convert it with `.astype(float)`."
         raise TypeError(msg)
+    if sp.issparse(matrix) and matrix.format not in ("csr", "csc"):
+        msg = (
+            f"`{where}` is a sparse {matrix.format.upper()} matrix; expected CSR (or CSC): "
+            "convert it with `.tocsr()`."
+        )
+        raise TypeError(msg)
+
+
+def check_unique_names(adata: AnnData) -> None:
+    """Raise a :class:`ValueError` if ``adata`` has duplicated gene or sample names.
+
+    Genes are tokens of the model's vocabulary, and outputs are written back by name: a
+    duplicated name would make both ambiguous.
+    """
+    for names, what, fix in (
+        (adata.var_names, "gene names (`adata.var_names`)", "adata.var_names_make_unique()"),
+        (adata.obs_names, "sample names (`adata.obs_names`)", "adata.obs_names_make_unique()"),
+    ):
+        duplicated = names[names.duplicated()].unique()
+        if len(duplicated):
+            msg = (
+                f"`adata` has {len(duplicated)} duplicated {what}, e.g. "
+                f"{list(duplicated[:5])}; expected unique names. Aggregate the duplicates or "
+                f"make the names unique with `{fix}`."
+            )
+            raise ValueError(msg)
+
+
+def check_not_view(adata: AnnData) -> None:
+    """Raise a :class:`ValueError` if ``adata`` is a view (set-up writes into the object)."""
+    if getattr(adata, "is_view", False):
+        msg = (
+            "`adata` is a view of another AnnData; set-up registers columns in the object "
+            "itself. Make it an AnnData of its own first: `adata = adata.copy()`."
+        )
+        raise ValueError(msg)
 
 
 def check_obs_key(adata: AnnData, key: str | None, argument: str) -> None:
@@ -123,11 +175,32 @@ def check_expression_setup(
     layer, missing_layer, input_scale
         The setup arguments of the same names.
     """
+    check_not_view(expression)
     check_expression_matrix(expression, layer)
+    check_unique_names(expression)
     check_missing_layer(expression, missing_layer)
     check_input_scale(input_scale)
+    scan = scan_values(registered_matrix(expression, layer))
+    if scan.n_infinite:
+        row, col = scan.first_infinite
+        msg = (
+            f"`{matrix_name(layer)}` holds {scan.n_infinite} infinite values (the first for "
+            f"sample {expression.obs_names[row]!r}, gene {expression.var_names[col]!r}); "
+            "expected finite values, with NaN (or `missing_layer`) marking missing ones."
+        )
+        raise ValueError(msg)
+    if len(scan.empty_rows) == expression.n_obs:
+        msg = f"`{matrix_name(layer)}` holds no observed value: every entry is NaN."
+        raise ValueError(msg)
+    if len(scan.empty_rows):
+        logger.warning(
+            "%d samples have no observed value (e.g. %s): they take no part in training, "
+            "and their embeddings and restorations carry no information about them.",
+            len(scan.empty_rows),
+            list(expression.obs_names[scan.empty_rows[:3]]),
+        )
     if input_scale == "counts":
-        resolve_input_scale(registered_matrix(expression, layer), input_scale)
+        scale_of(scan, input_scale)
 
 
 def require_output(mapping: Any, key: str, where: str, writer: str) -> Any:

@@ -13,6 +13,8 @@ import torch
 from scvi.data._constants import _SCVI_UUID_KEY
 
 from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE
+from gexbert_sc.data._input_scale import check_query_values
+from gexbert_sc.data._validation import matrix_name, registered_matrix
 from gexbert_sc.model.base._heap import release_free_heap
 from gexbert_sc.model.base._memory import batch_size_for_budget
 from gexbert_sc.train import Precision, autocast_context, resolve_precision
@@ -60,6 +62,13 @@ class EncodingMixin:
         if isinstance(adata, ad.AnnData) and adata is not self.adata:
             adata = view = self.reading_view(adata)
         adata = self._validate_anndata(adata)
+        if view is not None:
+            layer = self.registry_["setup_args"].get("layer")
+            check_query_values(
+                registered_matrix(view, layer),
+                bool(self.module.input_is_counts),
+                matrix_name(layer),
+            )
         try:
             yield from self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         finally:
