@@ -6,7 +6,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from gexbert_sc.data._input_scale import InputScale, check_input_scale, scale_of
 from gexbert_sc.data._matrix import scan_values, to_dense
@@ -54,15 +53,14 @@ def matrix_name(layer: str | None) -> str:
 
 
 def check_expression_matrix(adata: AnnData, layer: str | None) -> None:
-    """Check that the expression values are a non-empty numeric matrix in a supported format.
+    """Check that the expression values are a non-empty numeric matrix.
 
     Raises
     ------
     ValueError
         If ``adata`` has no samples or no genes.
     TypeError
-        If the values are not numeric (boolean included: a mask is not expression), or are
-        a sparse matrix other than CSR or CSC.
+        If the values are not numeric (boolean included: a mask is not expression).
     KeyError
         If ``layer`` is not a layer of ``adata``.
     """
@@ -80,12 +78,6 @@ def check_expression_matrix(adata: AnnData, layer: str | None) -> None:
         raise TypeError(msg)
     if not np.issubdtype(dtype, np.number):
         msg = f"`{where}` must be numeric, got dtype {dtype}; convert it with `.astype(float)`."
-        raise TypeError(msg)
-    if sp.issparse(matrix) and matrix.format not in ("csr", "csc"):
-        msg = (
-            f"`{where}` is a sparse {matrix.format.upper()} matrix; expected CSR (or CSC): "
-            "convert it with `.tocsr()`."
-        )
         raise TypeError(msg)
 
 
