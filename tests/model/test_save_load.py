@@ -79,6 +79,7 @@ def test_weights_of_another_architecture_are_refused_with_a_reason(trained_model
     saved = torch.load(path, weights_only=False)
     del saved["model_state_dict"]["profile_proj"]  # as saved before the profile projection
     torch.save(saved, path)
+    (tmp_path / "model" / "gexbert_manifest.json").unlink()  # versions before 0.2 wrote none
     with pytest.raises(ValueError, match="do not fit this version's GexBERT.*another gexbert_sc"):
         GexBERT.load(tmp_path / "model", adata=trained_model.adata.copy())
 

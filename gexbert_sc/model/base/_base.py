@@ -1,10 +1,12 @@
-"""What every GexBERT model shares: construction from statistics or a registry, genes, load."""
+"""What every GexBERT model shares: construction, genes, checked save and load."""
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anndata as ad
@@ -13,20 +15,35 @@ import pandas as pd
 import scvi
 import torch
 from scvi.data import AnnDataManager
+from scvi.data._constants import _MODEL_NAME_KEY
+from scvi.data._download import _download
 from scvi.data.fields import BaseAnnDataField
 from scvi.model.base import BaseModelClass
-from scvi.model.base._save_load import _load_saved_files
+from scvi.model.base._constants import SAVE_KEYS
 
 from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data import check_var_names, fit_expression_statistics, resolve_input_scale
 from gexbert_sc.data._matrix import registered_values
 from gexbert_sc.data._validation import check_obs_key, expression_data
+from gexbert_sc.model.base._persistence import (
+    MANIFEST_NAME,
+    atomic_directory,
+    check_loaded,
+    check_model_class,
+    describe_statistics,
+    read_manifest,
+    read_model_file,
+    recover_replaced,
+    verify_files,
+    write_manifest,
+)
 from gexbert_sc.module import GexBERTModule
 
 if TYPE_CHECKING:
     from typing import Self
 
     from anndata import AnnData
+    from lightning import LightningDataModule
     from mudata import MuData
 
 logger = logging.getLogger(__name__)
@@ -333,9 +350,87 @@ class GexBERTBase(BaseModelClass):
             return False
         raise RuntimeError(msg)
 
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        save_kwargs: dict | None = None,
+        legacy_mudata_format: bool = False,
+        datamodule: LightningDataModule | None = None,
+        **anndata_write_kwargs: Any,
+    ) -> None:
+        """Save the model atomically, with a manifest that :meth:`load` checks.
+
+        The files of :meth:`scvi.model.base.BaseModelClass.save` (``model.pt``, and
+        ``adata.h5ad`` with ``save_anndata``) and the manifest ``gexbert_manifest.json``
+        (format version, package version, model class, vocabulary, fitted statistics,
+        hyper-parameters, size and SHA-256 of every file) are written into a hidden
+        directory beside ``dir_path``, flushed to disk and moved into place: a save killed at
+        any moment leaves the previous model or the new one at ``dir_path``. Replacing a
+        model keeps the other files of its directory (e.g. another ``prefix``'s model).
+
+        Parameters
+        ----------
+        dir_path
+            Directory of the saved model.
+        prefix
+            Prefix of the saved file names.
+        overwrite
+            Whether to replace a model already at ``dir_path``.
+        save_anndata
+            Whether to save the AnnData (or MuData) too.
+        save_kwargs
+            Passed to :func:`torch.save`.
+        legacy_mudata_format, datamodule
+            As in :meth:`scvi.model.base.BaseModelClass.save`.
+        **anndata_write_kwargs
+            Passed to :meth:`anndata.AnnData.write`.
+
+        Raises
+        ------
+        FileExistsError
+            If ``dir_path`` exists and ``overwrite`` is ``False``, or it is not a directory.
+        """
+        names = _saved_names(prefix)
+        with atomic_directory(dir_path, overwrite=overwrite, owned=names.values()) as staging:
+            super().save(
+                str(staging),
+                prefix=prefix,
+                overwrite=True,
+                save_anndata=save_anndata,
+                save_kwargs=save_kwargs,
+                legacy_mudata_format=legacy_mudata_format,
+                datamodule=datamodule,
+                **anndata_write_kwargs,
+            )
+            description = {
+                "model_class": type(self).__name__,
+                **self._saved_description(),
+                "hparams": self.hparams,
+            }
+            write_manifest(staging, names["manifest"], description)
+
+    def _saved_description(self) -> dict[str, Any]:
+        """Return the vocabulary and statistics that a manifest records and :meth:`load` checks."""
+        return {
+            "vocabulary": list(map(str, self.var_names)),
+            "statistics": describe_statistics(self.module.state_dict()),
+        }
+
     @classmethod
-    def load(cls, dir_path: str, adata: AnnData | MuData | None = None, **kwargs: Any) -> Self:
-        """Load a saved model, refusing data whose genes differ from the model's.
+    def load(
+        cls, dir_path: str | os.PathLike, adata: AnnData | MuData | None = None, **kwargs: Any
+    ) -> Self:
+        """Load a saved model after checking its files, refusing data with other genes.
+
+        A directory with a manifest (saved since 0.2) is refused if its format is newer than
+        this package reads, if another model class saved it, or if a file it reads (``model.pt``;
+        the saved data too when ``adata`` is ``None``) is missing or differs from the size and
+        SHA-256 the manifest records. A directory saved by 0.1 (no manifest) loads as before.
+        If ``dir_path`` is missing because a save was killed mid-replacement (where the
+        directories cannot be exchanged in one step), the previous model is moved back first.
 
         Parameters
         ----------
@@ -354,34 +449,47 @@ class GexBERTBase(BaseModelClass):
 
         Raises
         ------
+        FileNotFoundError
+            If ``dir_path``, its ``model.pt`` or a file its manifest lists is missing.
         ValueError
-            If ``adata``'s genes differ from the model's or are in another order.
+            If a file is damaged, the format is newer, another class saved the model, or
+            ``adata``'s genes differ from the model's or are in another order.
         """
-        # the saved attributes are read once, for the gene check and for the legacy defaults
-        saved = _load_saved_files(
-            dir_path,
-            False,
-            prefix=kwargs.get("prefix"),
-            map_location="cpu",
-            backup_url=kwargs.get("backup_url"),
-        )[0]
+        directory = Path(dir_path)
+        names = _saved_names(kwargs.get("prefix"))
+        if kwargs.get("backup_url") is not None:
+            _download(kwargs["backup_url"], str(directory), names["model"])
+        recover_replaced(directory)
+        if not directory.is_dir():
+            msg = f"`dir_path` {str(directory)!r} does not exist or is not a directory."
+            raise FileNotFoundError(msg)
+        allowed = kwargs.get("allowed_classes_names_list") or ()
+        manifest = read_manifest(directory, names["manifest"])
+        if manifest is not None:
+            check_model_class(directory, manifest["model_class"], cls, allowed)
+            read = manifest["files"] if adata is None else [names["model"]]
+            verify_files(directory, manifest, read)
+        saved = read_model_file(directory / names["model"])
+        registry = saved["attr_dict"]["registry_"]
+        check_model_class(directory, registry.get(_MODEL_NAME_KEY, cls.__name__), cls, allowed)
         if adata is not None and adata is not False:
-            registry = saved["registry_"]
             expression = expression_data(adata, registry["setup_args"])
             check_var_names(expression.var_names, _registered_genes(registry))
         try:
-            model = super().load(dir_path, adata=adata, **kwargs)
+            model = super().load(str(directory), adata=adata, **kwargs)
         except RuntimeError as error:
             if "state_dict" not in str(error):
                 raise
             first_line = str(error).strip().splitlines()[0]
             msg = (
-                f"The weights in {dir_path!r} do not fit this version's {cls.__name__} "
+                f"The weights in {str(directory)!r} do not fit this version's {cls.__name__} "
                 f"({first_line}): the model was saved by another gexbert_sc version or model "
                 "class. Load it with the version and class that saved it, or train anew."
             )
             raise ValueError(msg) from error
-        model._apply_legacy_hparams(saved["init_params_"]["non_kwargs"])
+        if manifest is not None:
+            check_loaded(directory, manifest, model._saved_description())
+        model._apply_legacy_hparams(saved["attr_dict"]["init_params_"]["non_kwargs"])
         return model
 
     def _apply_legacy_hparams(self, saved_params: dict[str, Any]) -> None:
@@ -395,6 +503,17 @@ class GexBERTBase(BaseModelClass):
             if name not in saved_params and name in self.init_params_["non_kwargs"]:
                 setattr(self.module, name, value)
                 self.init_params_["non_kwargs"][name] = value
+
+
+def _saved_names(prefix: str | None) -> dict[str, str]:
+    """Return the names of a save's files: ``model``, ``anndata``, ``mudata``, ``manifest``."""
+    prefix = prefix or ""
+    return {
+        "model": f"{prefix}{SAVE_KEYS.MODEL_FNAME}",
+        "anndata": f"{prefix}{SAVE_KEYS.ADATA_FNAME}",
+        "mudata": f"{prefix}{SAVE_KEYS.MDATA_FNAME}",
+        "manifest": f"{prefix}{MANIFEST_NAME}",
+    }
 
 
 def _registered_genes(registry: dict) -> list[str]:
