@@ -20,19 +20,17 @@ import errno
 import functools
 import hashlib
 import json
-import logging
 import os
 import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 #: version of the saved directory layout; a load refuses a newer one
 FORMAT_VERSION = 1
@@ -156,11 +154,11 @@ def recover_replaced(target: Path) -> None:
         return
     asides = sorted(_siblings(target, _ASIDE), key=lambda path: path.stat().st_mtime_ns)
     if asides:
-        logger.warning(
-            "%s was missing after an interrupted save; restoring the previous model from %s.",
-            target,
-            asides[-1].name,
+        msg = (
+            f"{str(target)!r} was missing after an interrupted save; restoring the previous "
+            f"model from {asides[-1].name!r}."
         )
+        warnings.warn(msg, UserWarning, stacklevel=3)
         os.rename(asides[-1], target)
         _fsync_directory(target.parent)
 
