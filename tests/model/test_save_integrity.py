@@ -110,6 +110,17 @@ def test_overwrite_replaces_own_files_and_keeps_the_others(trained_model, other_
     assert hidden_entries(tmp_path) == []
 
 
+def test_overwrite_through_a_symbolic_link_replaces_what_it_points_to(
+    trained_model, other_model, tmp_path
+):
+    trained_model.save(tmp_path / "model")
+    (tmp_path / "link").symlink_to(tmp_path / "model")
+    other_model.save(tmp_path / "link", overwrite=True)
+    assert (tmp_path / "link").is_symlink()
+    assert same_weights(GexBERT.load(tmp_path / "model", adata=False), other_model)
+    assert hidden_entries(tmp_path) == []
+
+
 def test_replacement_without_exchange_and_recovery_of_an_interrupted_one(
     trained_model, other_model, tmp_path
 ):

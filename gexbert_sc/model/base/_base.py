@@ -471,7 +471,8 @@ class GexBERTBase(BaseModelClass):
             verify_files(directory, manifest, read)
         saved = read_model_file(directory / names["model"])
         registry = saved["attr_dict"]["registry_"]
-        check_model_class(directory, registry.get(_MODEL_NAME_KEY, cls.__name__), cls, allowed)
+        if manifest is None:  # saved by 0.1: the registry names the class
+            check_model_class(directory, registry.get(_MODEL_NAME_KEY, cls.__name__), cls, allowed)
         if adata is not None and adata is not False:
             expression = expression_data(adata, registry["setup_args"])
             check_var_names(expression.var_names, _registered_genes(registry))

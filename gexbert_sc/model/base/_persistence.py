@@ -70,7 +70,7 @@ def atomic_directory(
     Parameters
     ----------
     dir_path
-        The directory to write.
+        The directory to write; where it is a symbolic link, the directory it points to.
     overwrite
         Whether an existing ``dir_path`` may be replaced.
     owned
@@ -86,7 +86,7 @@ def atomic_directory(
     FileExistsError
         If ``dir_path`` exists and ``overwrite`` is ``False``, or it is not a directory.
     """
-    target = Path(dir_path)
+    target = _real(Path(dir_path))
     recover_replaced(target)
     if target.exists() and not target.is_dir():
         msg = f"`dir_path` {str(target)!r} exists and is not a directory; a model is a directory."
@@ -148,8 +148,9 @@ def recover_replaced(target: Path) -> None:
     Parameters
     ----------
     target
-        A model directory.
+        A model directory (or a symbolic link to one).
     """
+    target = _real(target)
     if target.exists():
         return
     asides = sorted(_siblings(target, _ASIDE), key=lambda path: path.stat().st_mtime_ns)
@@ -177,6 +178,11 @@ def remove_stale_siblings(target: Path) -> None:
         for path in _siblings(target, tag):
             if not _is_running(int(path.name.rsplit("-", 2)[-2])):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _real(target: Path) -> Path:
+    """Return the directory a symbolic link ``target`` points to (``target`` if not a link)."""
+    return target.resolve() if target.is_symlink() else target
 
 
 def _sibling(target: Path, tag: str) -> Path:
