@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 _GENE_CHUNK = 512
 # cells used for the principal axes (an initialisation: more cells cost n² memory, n² k time)
 _AXES_CELLS = 2_000
+# variation below this share of the log values' energy (sum of squares) is float rounding:
+# identical or proportional profiles must not get axes scaled up to unit variance of noise
+_ROUNDING_SHARE = 1e-10
 
 
 @dataclass
@@ -82,7 +85,8 @@ def _fit_library_model(values: Any, missing: Any | None) -> tuple[np.ndarray, to
     for cols, block, observed in _column_blocks(values, missing):
         counts = np.where(observed, block, 0.0)
         share[cols] = (counts[keep] / library[keep, None]).sum(axis=0)
-    share /= share.sum()
+    # all-zero training counts carry no library shares: uniform ones, as for log-scale input
+    share = share / share.sum() if share.sum() > 0 else np.full(n_genes, 1.0 / n_genes)
     observed_share = np.zeros(n_cells)
     for cols, _, observed in _column_blocks(values, missing):
         observed_share += observed @ share[cols]
@@ -100,18 +104,23 @@ def _log_blocks(values: Any, missing: Any | None, factors: torch.Tensor, is_coun
         yield cols, y
 
 
-def _gram_matrix(values: Any, missing: Any | None, factors, is_counts, gene_mean) -> np.ndarray:
+def _gram_matrix(
+    values: Any, missing: Any | None, factors, is_counts, gene_mean
+) -> tuple[np.ndarray, float]:
     """``Y Yᵀ`` of the centred log profiles (missing = 0), accumulated over gene chunks.
 
     Only the upper triangle is updated in place (BLAS ``syrk``), so memory stays at one
-    ``(n, n)`` matrix.
+    ``(n, n)`` matrix. Also returns the sum of squares of the observed (uncentred) log values,
+    the scale of their rounding errors.
     """
     n_cells = values.shape[0]
     gram = np.zeros((n_cells, n_cells), order="F")
+    energy = 0.0
     for cols, y in _log_blocks(values, missing, factors, is_counts):
         centred = np.nan_to_num(y - gene_mean[cols])
         gram = dsyrk(1.0, centred, beta=1.0, c=gram, overwrite_c=True)
-    return np.triu(gram) + np.triu(gram, 1).T
+        energy += float(np.nansum(np.square(y, dtype=np.float64)))
+    return np.triu(gram) + np.triu(gram, 1).T, energy
 
 
 def _leading_eigenpairs(
@@ -144,7 +153,8 @@ def _principal_axes(
     At most ``_AXES_CELLS`` random cells are used. Their ``(n, n)`` Gram matrix is accumulated
     over gene chunks (memory ``n²``, never ``n × G``); its leading eigenvectors ``U`` with
     eigenvalues ``s²`` give the axes ``V = Yᵀ U / s`` in a second pass. Axes beyond the rank
-    of the data are random.
+    of the data are random, and so are all of them when the data do not vary beyond float
+    rounding (identical or proportional profiles).
     """
     rng = np.random.default_rng(seed)
     if values.shape[0] > _AXES_CELLS:
@@ -153,9 +163,10 @@ def _principal_axes(
         missing = None if missing is None else missing[rows]
     n_cells, n_genes = values.shape
     axes = rng.standard_normal((n_genes, n_axes)) / np.sqrt(n_genes)
-    gram = _gram_matrix(values, missing, factors, is_counts, gene_mean)
+    gram, energy = _gram_matrix(values, missing, factors, is_counts, gene_mean)
     eigenvalues, eigenvectors = _leading_eigenpairs(gram, min(n_axes, n_cells), rng)
-    n_kept = int((eigenvalues > 1e-8 * max(eigenvalues[0], 1e-30)).sum())
+    floor = max(1e-8 * eigenvalues[0], _ROUNDING_SHARE * energy, 1e-30)
+    n_kept = int((eigenvalues > floor).sum())
     if n_kept == 0:
         return axes * np.sqrt(n_genes)
     eigenvalues = eigenvalues[:n_kept]
