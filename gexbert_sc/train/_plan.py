@@ -12,6 +12,8 @@ from gexbert_sc.module import GexBERTModule
 
 #: Key of the training generator state in a Lightning checkpoint.
 RNG_STATE_KEY = "gexbert_generator_state"
+#: Key of torch's global RNG states (CPU, and CUDA devices once used) in a checkpoint.
+GLOBAL_RNG_STATE_KEY = "gexbert_global_rng_state"
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -54,7 +56,11 @@ class GexBERTTrainingPlan(TrainingPlan):
       at every validation epoch, so that validation losses of different epochs are computed
       on the same masks and validating does not shift the training draws. (Dropout, off by
       default, and the data loader's shuffling draw from torch's global RNG, which
-      Lightning seeds.)
+      ``train()`` seeds; checkpoints hold its state too, so a resumed run shuffles as the
+      uninterrupted one.)
+
+    A training step whose loss is not finite raises a :class:`RuntimeError` before the
+    backward pass, so the weights stay those of the last finite step.
 
     Parameters
     ----------
@@ -123,14 +129,49 @@ class GexBERTTrainingPlan(TrainingPlan):
         self._generators.pop("validation", None)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the training generator's state in a Lightning checkpoint."""
+        """Store the training generator's and torch's global RNG states in a checkpoint."""
         if "train" in self._generators:
             checkpoint[RNG_STATE_KEY] = self._generators["train"].get_state()
+        checkpoint[GLOBAL_RNG_STATE_KEY] = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the training generator's state from a Lightning checkpoint."""
+        """Restore the training generator's and torch's global RNG states from a checkpoint.
+
+        CUDA states are restored when the checkpoint holds one per visible device.
+        """
         self._restored_state = checkpoint.get(RNG_STATE_KEY)
         self._generators.pop("train", None)
+        global_state = checkpoint.get(GLOBAL_RNG_STATE_KEY)
+        if global_state is not None:
+            torch.set_rng_state(global_state["cpu"])
+            cuda_states = global_state["cuda"]
+            if cuda_states and len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Compute and log the loss of a training minibatch; refuse a non-finite one.
+
+        Raises
+        ------
+        RuntimeError
+            If the loss is NaN or infinite (raised before the backward pass and the
+            optimiser step, so the weights are those after the last finite step).
+        """
+        loss = super().training_step(batch, batch_idx)
+        if not torch.isfinite(loss):
+            msg = (
+                f"The training loss is {loss.item()} at epoch {self.current_epoch}, optimiser "
+                f"step {self.global_step} (minibatch {batch_idx}): training stopped before "
+                "this step's update, so the weights are those after the last finite step. "
+                f"Likely causes: a learning rate too high (peak `lr`={self.lr}; the loss "
+                "diverged), or extreme values in the input. Train again with a lower `lr` "
+                '(e.g. 10 times lower), with `precision="32-true"`, or check the data.'
+            )
+            raise RuntimeError(msg)
+        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Compute and log the loss of a validation minibatch."""

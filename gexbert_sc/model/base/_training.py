@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import scvi
@@ -13,6 +15,11 @@ from scvi.model.base import UnsupervisedTrainingMixin
 
 from gexbert_sc.model.base._checks import check_positive_integers, is_finite_number
 from gexbert_sc.train import GexBERTTrainingPlan, Precision, resolve_precision
+from gexbert_sc.train._checkpoint import (
+    AtomicCheckpoint,
+    CheckpointingTrainRunner,
+    checkpoint_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,75 @@ def _scvi_seed(seed: int) -> Iterator[None]:
         scvi.settings.seed = previous
 
 
+def _checkpointing(
+    checkpoint_dir: str | os.PathLike | None,
+    every_n_epochs: int | None,
+    resume: bool,
+    trainer_kwargs: dict,
+) -> tuple[AtomicCheckpoint | None, str | None]:
+    """Check the checkpoint arguments of ``train()``; return the callback and the file to resume.
+
+    Parameters
+    ----------
+    checkpoint_dir, every_n_epochs, resume
+        As in :meth:`TrainingMixin.train`.
+    trainer_kwargs
+        The trainer keyword arguments of ``train()`` (a ``ckpt_path`` among them excludes
+        ``resume``).
+
+    Returns
+    -------
+    The checkpoint callback (``None`` without ``checkpoint_dir``) and the checkpoint to resume
+    from (``None`` for a fresh run).
+    """
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, str | os.PathLike):
+        msg = (
+            "`checkpoint_dir` must be a path (str or os.PathLike), got "
+            f"{type(checkpoint_dir).__name__} {checkpoint_dir!r}."
+        )
+        raise TypeError(msg)
+    if not isinstance(resume, bool):
+        msg = f"`resume` must be True or False, got {resume!r}."
+        raise TypeError(msg)
+    if checkpoint_dir is None:
+        for name, value in (("every_n_epochs", every_n_epochs), ("resume", resume or None)):
+            if value is not None:
+                msg = f"`{name}={value!r}` needs a `checkpoint_dir`, got none."
+                raise ValueError(msg)
+        return None, None
+    every_n_epochs = 1 if every_n_epochs is None else every_n_epochs
+    check_positive_integers(every_n_epochs=every_n_epochs)
+    directory = Path(checkpoint_dir)
+    if directory.exists() and not directory.is_dir():
+        msg = f"`checkpoint_dir` must be a directory, got the file {str(directory)!r}."
+        raise NotADirectoryError(msg)
+    found = checkpoint_files(directory)
+    if resume:
+        if trainer_kwargs.get("ckpt_path") is not None:
+            msg = (
+                "Give either `resume=True` (the newest checkpoint in `checkpoint_dir`) or "
+                f"`ckpt_path`, got both (`ckpt_path={trainer_kwargs['ckpt_path']!r}`)."
+            )
+            raise ValueError(msg)
+        if not found:
+            state = "holds no checkpoint" if directory.is_dir() else "does not exist"
+            msg = (
+                f"`resume=True` needs a checkpoint in `checkpoint_dir`, but {str(directory)!r} "
+                f"{state} (expected files named 'epoch=E-step=S.ckpt', as `train` writes "
+                "them); train without `resume` to start afresh."
+            )
+            raise FileNotFoundError(msg)
+        return AtomicCheckpoint(directory, every_n_epochs), str(found[-1])
+    if found:
+        msg = (
+            f"`checkpoint_dir` {str(directory)!r} already holds checkpoints "
+            f"({', '.join(path.name for path in found)}); pass `resume=True` to continue "
+            "from the newest, or choose an empty directory."
+        )
+        raise FileExistsError(msg)
+    return AtomicCheckpoint(directory, every_n_epochs), None
+
+
 class TrainingMixin(UnsupervisedTrainingMixin):
     """``train()`` for every GexBERT model.
 
@@ -51,6 +127,7 @@ class TrainingMixin(UnsupervisedTrainingMixin):
     """
 
     _training_plan_cls = GexBERTTrainingPlan
+    _train_runner_cls = CheckpointingTrainRunner
     #: ``batch_size`` of :meth:`train` when none is given.
     _default_batch_size = 64
 
@@ -68,6 +145,9 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         plan_kwargs: dict | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        every_n_epochs: int | None = None,
+        resume: bool = False,
         **trainer_kwargs,
     ) -> None:
         """Train with the module's objective (pretraining: masked restoration).
@@ -96,9 +176,33 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``; devices and strategies).
         plan_kwargs
             Passed to :class:`~gexbert_sc.train.GexBERTTrainingPlan`.
+        checkpoint_dir
+            Directory for Lightning checkpoints of the run, written every ``every_n_epochs``
+            epochs as ``epoch=E-step=S.ckpt`` (``E`` 0-based; the newest only is kept). A
+            checkpoint holds the weights, the optimiser and learning-rate schedule, the
+            epoch and step counters and the random generators' states (the plan's and
+            torch's global one, which shuffles the minibatches); each file is written under
+            a temporary name and renamed, so a killed run never leaves a truncated one.
+            A fresh run refuses a directory that already holds checkpoints.
+        every_n_epochs
+            Epochs between checkpoints (default 1); needs ``checkpoint_dir``.
+        resume
+            Continue the run from the newest checkpoint in ``checkpoint_dir`` (it must hold
+            one) until ``max_epochs``: give the same data, model, ``max_epochs``,
+            ``batch_size``, ``lr``, split and ``plan_kwargs`` as the interrupted run. On CPU
+            with ``precision="32-true"`` the final weights equal those of an uninterrupted
+            run, bit for bit. ``history`` holds only the resumed epochs. Alternatively,
+            Lightning's ``ckpt_path`` (a checkpoint file, passed in ``trainer_kwargs``)
+            resumes from a given file.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``);
             ``gradient_clip_val`` defaults to 1.0.
+
+        Raises
+        ------
+        RuntimeError
+            If a training loss is NaN or infinite; training stops before that step's
+            update, so the weights are those after the last finite step.
         """
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
@@ -108,6 +212,12 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         if not is_finite_number(lr) or lr <= 0:
             msg = f"`lr` must be a positive finite number, got {lr!r}."
             raise ValueError(msg)
+        checkpoint, resume_from = _checkpointing(
+            checkpoint_dir, every_n_epochs, resume, trainer_kwargs
+        )
+        if resume_from is not None:
+            trainer_kwargs["ckpt_path"] = resume_from
+            logger.info("Resuming training from %s.", resume_from)
         on_gpu = accelerator in ("gpu", "cuda") or (
             accelerator == "auto" and torch.cuda.is_available()
         )
@@ -130,5 +240,6 @@ class TrainingMixin(UnsupervisedTrainingMixin):
                 # without validation samples Lightning refuses a validation frequency
                 check_val_every_n_epoch=None if train_size == 1.0 else check_val_every_n_epoch,
                 precision=resolved,
+                checkpoint=checkpoint,
                 **trainer_kwargs,
             )
