@@ -132,9 +132,8 @@ def replace_directory(staging: Path, target: Path, *, exchange: bool = True) -> 
     elif not (exchange and _exchange(staging, target)):
         aside = _sibling(target, _ASIDE)
         os.rename(target, aside)
-        _fsync_directory(target.parent)
         os.rename(staging, target)
-        _fsync_directory(target.parent)
+        _fsync_directory(target.parent)  # before the previous model goes
         shutil.rmtree(aside)
     _fsync_directory(target.parent)
 
@@ -181,8 +180,8 @@ def remove_stale_siblings(target: Path) -> None:
 
 
 def _real(target: Path) -> Path:
-    """Return the directory a symbolic link ``target`` points to (``target`` if not a link)."""
-    return target.resolve() if target.is_symlink() else target
+    """Return ``target`` as an absolute path, or the directory it points to if it is a link."""
+    return target.resolve() if target.is_symlink() else Path(os.path.abspath(target))
 
 
 def _sibling(target: Path, tag: str) -> Path:
@@ -191,7 +190,7 @@ def _sibling(target: Path, tag: str) -> Path:
 
 
 def _siblings(target: Path, tag: str) -> list[Path]:
-    """Existing directories named by :func:`_sibling` for ``target`` and ``tag``."""
+    """Return the existing directories named by :func:`_sibling` for ``target`` and ``tag``."""
     pattern = re.compile(rf"\.{re.escape(target.name)}\.{tag}-\d+-[0-9a-f]{{8}}")
     if not target.parent.is_dir():
         return []
@@ -199,7 +198,7 @@ def _siblings(target: Path, tag: str) -> list[Path]:
 
 
 def _is_running(pid: int) -> bool:
-    """Whether process ``pid`` runs; ``True`` where this cannot be asked safely."""
+    """Return whether process ``pid`` runs; ``True`` where this cannot be asked safely."""
     if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
         return True
     try:
@@ -441,9 +440,9 @@ def verify_files(directory: Path, manifest: Mapping[str, Any], names: Collection
         size, digest = path.stat().st_size, _file_sha256(path)
         if size != record["size"] or digest != record["sha256"]:
             msg = (
-                f"{str(path)!r} is damaged: it has {size} bytes and SHA-256 {digest[:12]}..., "
-                f"the manifest records {record['size']} bytes and {record['sha256'][:12]}.... "
-                "Save the model again, or restore the file from a copy."
+                f"{str(path)!r} is damaged: it has {size} bytes (SHA-256 {digest[:12]}...) where "
+                f"the manifest records {record['size']} bytes (SHA-256 {record['sha256'][:12]}"
+                "...). Save the model again, or restore the file from a copy."
             )
             raise ValueError(msg)
 
@@ -514,7 +513,7 @@ def read_model_file(path: Path) -> dict[str, Any]:
 
 
 def _file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
+    """Return the SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -524,4 +523,4 @@ def _file_sha256(path: Path) -> str:
 
 def _json_value(value: Any) -> Any:
     """Return a JSON form of a hyper-parameter value that :mod:`json` does not write."""
-    return value.item() if hasattr(value, "item") else str(value)
+    return value.tolist() if hasattr(value, "tolist") else str(value)
