@@ -136,6 +136,11 @@ def test_replacement_without_exchange_and_recovery_of_an_interrupted_one(
         recovered = GexBERT.load(model_dir, adata=False)
     assert same_weights(recovered, other_model) and model_dir.is_dir()
     assert hidden_entries(tmp_path) == []
+    # a save recovers it too, before it decides whether the path exists
+    os.rename(model_dir, tmp_path / f".model.replaced-{os.getpid()}-4567cdef")
+    with pytest.warns(UserWarning, match="restoring"), pytest.raises(FileExistsError):
+        trained_model.save(model_dir)
+    assert same_weights(GexBERT.load(model_dir, adata=False), other_model)
 
 
 def test_leftovers_of_a_killed_save_are_ignored_then_removed(trained_model, tmp_path):
