@@ -128,13 +128,17 @@ def align_genes(adata: AnnData, model_or_var_names) -> AnnData:
 
 
 def _take_columns(matrix, positions: np.ndarray):
-    """Columns at ``positions`` (``-1`` → a column of NaN, or of ``True`` for masks)."""
+    """Columns at ``positions`` (``-1`` → a column of NaN, or of ``True`` for masks).
+
+    Values keep their precision (float64 stays float64, sparse or dense); integers become
+    floats, to hold NaN.
+    """
     is_mask = np.dtype(matrix.dtype) == np.bool_
     fill = True if is_mask else np.nan
+    dtype = np.bool_ if is_mask else np.result_type(matrix.dtype, np.float32)
     present = positions >= 0
     n_obs, n_missing = matrix.shape[0], int((~present).sum())
     if sp.issparse(matrix):
-        dtype = np.bool_ if is_mask else np.float32
         blocks = [sp.csc_matrix(matrix)[:, positions[present]].astype(dtype)]
         blocks.append(sp.csc_matrix(np.full((n_obs, n_missing), fill, dtype=dtype)))
         combined = sp.hstack(blocks, format="csc")
@@ -142,7 +146,6 @@ def _take_columns(matrix, positions: np.ndarray):
         order[present] = np.arange(present.sum())
         order[~present] = present.sum() + np.arange(n_missing)
         return sp.csr_matrix(combined[:, order])
-    dtype = np.bool_ if is_mask else np.result_type(matrix.dtype, np.float32)
     taken = np.asarray(matrix)[:, np.where(present, positions, 0)].astype(dtype)
     taken[:, ~present] = fill
     return taken
