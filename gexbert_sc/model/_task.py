@@ -114,12 +114,9 @@ class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
         batch_size = self._resolve_batch_size(batch_size, memory_budget)
         n_outputs = self.module.head.n_outputs
         outputs = np.empty((self._n_rows(data, indices), n_outputs), dtype=np.float64)
-        start = 0
         with torch.inference_mode():
-            for _, out in self._encoded_batches(data, indices, batch_size, precision):
-                chunk = self.module.head(out[MODULE_KEYS.Z_KEY]).double().cpu().numpy()
-                outputs[start : start + len(chunk)] = chunk
-                start += len(chunk)
+            for rows, _, out in self._encoded_batches(data, indices, batch_size, precision):
+                outputs[rows] = self.module.head(out[MODULE_KEYS.Z_KEY]).double().cpu().numpy()
         names = data.obs_names if indices is None else data.obs_names[np.asarray(indices)]
         return outputs, names
 

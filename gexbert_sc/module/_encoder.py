@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import torch
+from scvi.module.base import auto_move_data
 from torch import nn
 
 from gexbert_sc._constants import MODULE_KEYS
@@ -176,15 +177,45 @@ class ExpressionEncoder(nn.Module):
         scores, gene_idx = priority.topk(n_take, dim=1, sorted=True)
         valid = scores >= 0
         if not random:
-            # zeros fill the context only up to the training size, as they did in training:
-            # a cell is read through all its non-zero genes (up to `size` here) but never
-            # through hundreds of zero tokens it was not trained on
-            n_nonzero = nonzero.sum(dim=1, keepdim=True)
             position = torch.arange(n_take, device=valid.device)
-            valid &= position < torch.clamp(n_nonzero, min=self.n_context)
+            valid &= position < self.fixed_context_length(observed, nonzero, size).unsqueeze(1)
             n_keep = max(int(valid.sum(dim=1).max()), 1)
             gene_idx, valid = gene_idx[:, :n_keep], valid[:, :n_keep]
         return gene_idx, valid
+
+    def fixed_context_length(
+        self, observed: torch.Tensor, nonzero: torch.Tensor, size: int
+    ) -> torch.Tensor:
+        """Return the number of genes in each sample's fixed context of at most ``size``, ``(B,)``.
+
+        Zeros fill the context only up to the training size ``n_context``, as they did in
+        training: a sample is read through all its non-zero genes (up to ``size``) but never
+        through hundreds of zero tokens it was not trained on.
+        """
+        n_nonzero = nonzero.sum(dim=1)
+        length = torch.clamp(n_nonzero, min=self.n_context).clamp(max=size)
+        return torch.minimum(length, observed.sum(dim=1))
+
+    @auto_move_data
+    def inference_context_lengths(
+        self, x: torch.Tensor, missing: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return the number of context genes each sample is read through at inference.
+
+        The getters sort samples by it so that a minibatch holds contexts of similar length
+        and little padding.
+
+        Parameters
+        ----------
+        x, missing
+            As in :meth:`encode_samples`.
+
+        Returns
+        -------
+        ``(B,)`` int64 lengths, at most ``n_inference_context``.
+        """
+        y, observed, _ = self.prepare_values(x, missing)
+        return self.fixed_context_length(observed, observed & (y != 0), self.n_inference_context)
 
     def profile_summary(
         self, y: torch.Tensor, include: torch.Tensor

@@ -31,6 +31,28 @@ def test_outputs_do_not_depend_on_batch_size_chunking_or_order(trained_model):
     np.testing.assert_array_equal(z_again, z_large)
 
 
+def test_minibatches_are_length_buckets(trained_model, monkeypatch):
+    query = trained_model.adata[:16].copy()
+    query.X[1::2, 10:] = np.nan  # odd samples: at most 10 observed genes, short contexts
+    widths = []
+    encode = trained_model.module.encode
+
+    def recording_encode(gene_idx, values, valid, *args, **kwargs):
+        widths.append(valid.shape[1])
+        return encode(gene_idx, values, valid, *args, **kwargs)
+
+    monkeypatch.setattr(trained_model.module, "encode", recording_encode)
+    z = trained_model.get_latent_representation(query, batch_size=8)
+    order = trained_model.inference_order(query)
+    assert sorted(order[:8]) == list(range(1, 16, 2))
+    # the short contexts are read together, not padded to the long ones of the even samples
+    assert widths[0] <= 10 < widths[1]
+    alone = np.vstack([trained_model.get_latent_representation(query, [i]) for i in range(16)])
+    np.testing.assert_allclose(z, alone, rtol=1e-6, atol=1e-6)
+    imputed = trained_model.impute_expression(query, batch_size=8).imputed.toarray()
+    np.testing.assert_array_equal(imputed, np.isnan(query.X))
+
+
 def test_imputation_keeps_observed_values_and_uses_input_scale(trained_model):
     adata = trained_model.adata
     x = adata.X

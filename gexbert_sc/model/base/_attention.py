@@ -97,13 +97,11 @@ class AttentionMixin:
         sums = torch.zeros(n_groups * n_vars, dtype=torch.float64)
         counts = torch.zeros(n_groups * n_vars, dtype=torch.float64)
         rows = "all" if method == "rollout" else "cls"
-        start = 0
         batches = self._encoded_batches(adata, indices, batch_size, encoding={"attention": rows})
-        for _, out in batches:
+        for positions, _, out in batches:
             valid = out[MODULE_KEYS.CONTEXT_VALID_KEY]
             relative = cls_gene_attention(out[MODULE_KEYS.ATTENTION_KEY].float(), valid, method)
-            group = torch.as_tensor(codes[start : start + len(valid)], device=valid.device)
-            start += len(valid)
+            group = torch.as_tensor(codes[positions], device=valid.device)
             cells = (group[:, None] * n_vars + out[MODULE_KEYS.CONTEXT_IDX_KEY])[valid].cpu()
             sums.index_add_(0, cells, relative[valid].double().cpu())
             counts.index_add_(0, cells, torch.ones(len(cells), dtype=torch.float64))

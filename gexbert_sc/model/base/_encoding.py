@@ -138,22 +138,69 @@ class EncodingMixin:
         batch_size: int | None,
         precision: Precision = "32-true",
         encoding: dict[str, Any] | None = None,
-    ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-        """Yield ``(tensors, encoder outputs)`` per minibatch, in eval mode.
+    ) -> Iterator[tuple[npt.NDArray[np.int64], dict[str, torch.Tensor], dict[str, Any]]]:
+        """Yield ``(rows, tensors, encoder outputs)`` per minibatch, in eval mode.
 
         The encoding is the fixed inference context (with the ``encode_samples`` options in
-        ``encoding``, e.g. ``{"attention": "cls"}``). The autocast context of ``precision``
-        stays active while the caller works on a yielded batch.
+        ``encoding``, e.g. ``{"attention": "cls"}``). Minibatches are *length buckets*: the
+        samples are read in order of their context length (:meth:`inference_order`), so that
+        a minibatch pads its contexts to a similar length; ``rows`` are the positions of the
+        minibatch's samples among the samples asked for (``indices``, else all), where the
+        caller writes their outputs. The autocast context of ``precision`` stays active while
+        the caller works on a yielded batch.
         """
         self._check_if_trained()
         resolved = resolve_precision(precision, on_gpu=self.device.type == "cuda")
-        batches = self.minibatches(adata, indices, batch_size)
+        order = self.inference_order(adata, indices, batch_size)
+        samples = np.arange(len(order)) if indices is None else np.asarray(indices)
+        batches = self.minibatches(adata, samples[order], batch_size)
         self.module.eval()
+        start = 0
         with autocast_context(resolved, self.device):
             for tensors in batches:
                 inputs = self.module._get_inference_input(tensors)
-                yield tensors, self.module.inference(**inputs, encoding=encoding or {})
+                out = self.module.inference(**inputs, encoding=encoding or {})
+                rows = order[start : start + len(out[MODULE_KEYS.Z_KEY])]
+                start += len(rows)
+                yield rows, tensors, out
                 release_free_heap()
+
+    @torch.inference_mode()
+    def inference_order(
+        self,
+        adata: AnnData | MuData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> npt.NDArray[np.int64]:
+        """Order in which the getters read samples: by inference context length.
+
+        Each sample's fixed context holds up to ``n_inference_context`` observed genes
+        (:meth:`~gexbert_sc.module.ExpressionEncoder.inference_context_lengths`); a minibatch
+        is padded to its longest context, so reading the samples from the shortest context to
+        the longest makes minibatches of similar lengths and little padding. The outputs do
+        not depend on the order: padding is masked.
+
+        Parameters
+        ----------
+        adata, indices, batch_size
+            As in :meth:`get_latent_representation` (``batch_size`` only bounds the memory of
+            this pass).
+
+        Returns
+        -------
+        A permutation of ``range(n)`` for the ``n`` samples asked for (positions among
+        ``indices``, else among all samples), shortest contexts first; ties keep their
+        order.
+        """
+        lengths = []
+        for tensors in self.minibatches(adata, indices, batch_size):
+            inputs = self.module._get_inference_input(tensors)
+            lengths.append(
+                self.module.inference_context_lengths(
+                    inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
+                ).cpu()
+            )
+        return torch.cat(lengths).numpy().argsort(kind="stable")
 
     @torch.inference_mode()
     def get_latent_representation(
@@ -193,11 +240,8 @@ class EncodingMixin:
         batch_size = self._resolve_batch_size(batch_size, memory_budget)
         # written batch by batch into one array: no per-batch objects outlive their batch
         latent = np.empty((self._n_rows(adata, indices), self.module.d_model), dtype=np.float32)
-        start = 0
-        for _, out in self._encoded_batches(adata, indices, batch_size, precision):
-            z = out[MODULE_KEYS.Z_KEY].float().cpu().numpy()
-            latent[start : start + len(z)] = z
-            start += len(z)
+        for rows, _, out in self._encoded_batches(adata, indices, batch_size, precision):
+            latent[rows] = out[MODULE_KEYS.Z_KEY].float().cpu().numpy()
         return latent
 
     def get_gene_embeddings(self) -> pd.DataFrame:

@@ -101,8 +101,8 @@ class RestorationMixin:
         values = np.empty((self._n_rows(adata, indices), len(gene_idx)), dtype=np.float32)
         spread = np.empty_like(values) if n_samples else None
         generator = torch.Generator(self.device).manual_seed(seed)
-        missing, start = [], 0
-        for tensors, out in self._encoded_batches(adata, indices, batch_size, precision):
+        missing, read = [], []
+        for rows, tensors, out in self._encoded_batches(adata, indices, batch_size, precision):
             restored = self._restore(out, gene_idx, query_chunk_size)
             block = to_input_scale(
                 restored, out[MODULE_KEYS.SIZE_FACTOR_KEY], bool(self.module.input_is_counts)
@@ -111,18 +111,19 @@ class RestorationMixin:
             if keep_observed:
                 x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
                 block = torch.where(observed, x, block)
-            stop = start + block.shape[0]
-            values[start:stop] = block.cpu().numpy()
+            values[rows] = block.cpu().numpy()
             missing.append(sp.csr_matrix(~observed.cpu().numpy()))
+            read.append(rows)
             if spread is not None:
                 std = self._spread(
                     tensors, restored, gene_idx, query_chunk_size, n_samples, generator
                 )
                 if keep_observed:
                     std = torch.where(observed, 0.0, std)
-                spread[start:stop] = std.cpu().numpy()
-            start = stop
-        return Imputation(values, sp.vstack(missing, format="csr"), spread)
+                spread[rows] = std.cpu().numpy()
+        # the blocks come in reading order (by context length): back to the samples' order
+        imputed = sp.vstack(missing, format="csr")[np.argsort(np.concatenate(read))]
+        return Imputation(values, imputed, spread)
 
     @torch.inference_mode()
     def get_imputed_expression(
