@@ -59,8 +59,8 @@ class GexBERTTrainingPlan(TrainingPlan):
       ``train()`` seeds; checkpoints hold its state too, so a resumed run shuffles as the
       uninterrupted one.)
 
-    A training step whose loss is not finite raises a :class:`RuntimeError` before the
-    backward pass, so the weights stay those of the last finite step.
+    A training step whose loss or gradients are not finite raises a :class:`RuntimeError`
+    before the optimiser step, so the weights stay those of the last finite step.
 
     Parameters
     ----------
@@ -157,21 +157,49 @@ class GexBERTTrainingPlan(TrainingPlan):
         Raises
         ------
         RuntimeError
-            If the loss is NaN or infinite (raised before the backward pass and the
-            optimiser step, so the weights are those after the last finite step).
+            If the loss is NaN or infinite (raised before the backward pass, so the weights
+            are those after the last finite step).
         """
         loss = super().training_step(batch, batch_idx)
         if not torch.isfinite(loss):
-            msg = (
-                f"The training loss is {loss.item()} at epoch {self.current_epoch}, optimiser "
-                f"step {self.global_step} (minibatch {batch_idx}): training stopped before "
-                "this step's update, so the weights are those after the last finite step. "
-                f"Likely causes: a learning rate too high (peak `lr`={self.lr}; the loss "
-                "diverged), or extreme values in the input. Train again with a lower `lr` "
-                '(e.g. 10 times lower), with `precision="32-true"`, or check the data.'
-            )
-            raise RuntimeError(msg)
+            self._stop_non_finite(f"the training loss is {loss.item()}")
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse non-finite gradients before they are clipped and the optimiser steps.
+
+        A finite loss can still give NaN or infinite gradients (e.g. once the weights have
+        grown huge), which gradient clipping and AdamW would spread to every weight. With
+        ``precision="16-mixed"`` the gradient scaler skips such steps itself (that is how it
+        tunes the loss scale), so they are not refused.
+
+        Raises
+        ------
+        RuntimeError
+            If a gradient holds a NaN or infinite value.
+        """
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
+        grads = [
+            param.grad
+            for group in optimizer.param_groups
+            for param in group["params"]
+            if param.grad is not None
+        ]
+        if grads and not torch.stack([torch.isfinite(grad).all() for grad in grads]).all():
+            self._stop_non_finite("a gradient is NaN or infinite (the loss is finite)")
+
+    def _stop_non_finite(self, found: str) -> None:
+        """Raise the :class:`RuntimeError` of a non-finite training step, ``found`` its cause."""
+        msg = (
+            f"Training stopped at epoch {self.current_epoch}, optimiser step "
+            f"{self.global_step}: {found}. The step's update was not applied, so the "
+            "weights are those after the last finite step. Likely causes: a learning rate "
+            f"too high (peak `lr`={self.lr}; the loss diverged), or extreme values in the "
+            "input. Train again with a lower `lr` (e.g. 10 times lower) or "
+            '`precision="32-true"`, or check the data.'
+        )
+        raise RuntimeError(msg)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Compute and log the loss of a validation minibatch."""
