@@ -103,11 +103,13 @@ class RestorationMixin:
         generator = torch.Generator(self.device).manual_seed(seed)
         missing, read = [], []
         for rows, tensors, out in self._encoded_batches(adata, indices, batch_size, precision):
-            restored = self._restore(out, gene_idx, query_chunk_size)
+            observed = out[MODULE_KEYS.OBSERVED_KEY][:, gene_idx]
+            # observed values kept unchanged need no restoration: decode the missing ones only
+            columns = _columns_first(~observed) if keep_observed else None
+            restored = self._restore(out, gene_idx, query_chunk_size, columns)
             block = to_input_scale(
                 restored, out[MODULE_KEYS.SIZE_FACTOR_KEY], bool(self.module.input_is_counts)
             )
-            observed = out[MODULE_KEYS.OBSERVED_KEY][:, gene_idx]
             if keep_observed:
                 x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
                 block = torch.where(observed, x, block)
@@ -116,7 +118,7 @@ class RestorationMixin:
             read.append(rows)
             if spread is not None:
                 std = self._spread(
-                    tensors, restored, gene_idx, query_chunk_size, n_samples, generator
+                    tensors, restored, gene_idx, query_chunk_size, n_samples, generator, columns
                 )
                 if keep_observed:
                     std = torch.where(observed, 0.0, std)
@@ -172,9 +174,19 @@ class RestorationMixin:
         )
 
     def _restore(
-        self, out: dict[str, torch.Tensor], gene_idx: torch.Tensor, query_chunk_size: int
+        self,
+        out: dict[str, torch.Tensor],
+        gene_idx: torch.Tensor,
+        query_chunk_size: int,
+        columns: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Log-scale restoration ``(B, G)`` of genes ``gene_idx``, a chunk of genes at a time."""
+        """Log-scale restoration ``(B, G)`` of genes ``gene_idx``, a chunk of genes at a time.
+
+        With ``columns`` (``(B, K)`` positions in ``gene_idx``, per sample), only those
+        entries are restored; the others are 0. A restored value does not depend on which
+        other genes are decoded with it.
+        """
+        queries = gene_idx if columns is None else gene_idx[columns]
         chunks = [
             self.module.restore(
                 out[MODULE_KEYS.MEMORY_KEY],
@@ -183,9 +195,12 @@ class RestorationMixin:
                 out[MODULE_KEYS.BATCH_KEY],
                 out.get(MODULE_KEYS.PROFILE_COEF_KEY),
             ).float()
-            for chunk in gene_idx.split(query_chunk_size)
+            for chunk in queries.split(query_chunk_size, dim=-1)
         ]
-        return torch.cat(chunks, dim=1)
+        restored = torch.cat(chunks, dim=1)
+        if columns is None:
+            return restored
+        return restored.new_zeros(len(restored), len(gene_idx)).scatter_(1, columns, restored)
 
     def _spread(
         self,
@@ -195,11 +210,13 @@ class RestorationMixin:
         query_chunk_size: int,
         n_samples: int,
         generator: torch.Generator,
+        columns: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return the standard deviation of a minibatch's restorations over random contexts.
 
         Sums are taken of differences to ``center`` (the deterministic restoration), which
-        keeps the one-pass variance accurate.
+        keeps the one-pass variance accurate; with ``columns`` (as in :meth:`_restore`), 0
+        outside them.
         """
         inputs = self.module._get_inference_input(tensors)
         encoding = {**self.module.sampling_encoding, "generator": generator}
@@ -207,8 +224,19 @@ class RestorationMixin:
         total_sq = torch.zeros_like(total)
         for _ in range(n_samples):
             out = self.module.inference(**inputs, encoding=encoding)
-            diff = (self._restore(out, gene_idx, query_chunk_size) - center).double()
+            restored = self._restore(out, gene_idx, query_chunk_size, columns)
+            diff = (restored - center).double()
             total += diff
             total_sq += diff.square()
         variance = (total_sq - total.square() / n_samples) / (n_samples - 1)
         return variance.clamp_min(0.0).sqrt().float()
+
+
+def _columns_first(wanted: torch.Tensor) -> torch.Tensor:
+    """``(B, K)`` column positions of each row's ``True`` entries, ``K`` the most in a row.
+
+    Rows with fewer than ``K`` are completed by other columns (whose restorations are
+    discarded), so that the minibatch decodes ``K`` genes per sample instead of all.
+    """
+    n_wanted = max(int(wanted.sum(dim=1).max()), 1)
+    return wanted.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :n_wanted]
