@@ -211,7 +211,9 @@ def test_size_factors_cancel_library_size(matrix, share, scale, data):
 
 @SETTINGS
 @given(matrix=counts_matrices(), share=shares(N_VARS), data=st.data())
-def test_hiding_genes_at_their_expected_share_leaves_the_other_values_unchanged(matrix, share, data):
+def test_hiding_genes_at_their_expected_share_leaves_the_other_values_unchanged(
+    matrix, share, data
+):
     """Hidden genes drop out of the size factor without moving the observed values.
 
     Exactly so when the hidden genes hold their expected share of the library: the size factor
