@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS
+from gexbert_sc.data._columns import take_columns
+from gexbert_sc.data._gene_matching import match_genes, query_identifiers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,29 +56,98 @@ def check_var_names(var_names: pd.Index, model_var_names: Sequence[str]) -> None
     raise ValueError(msg)
 
 
-def align_genes(adata: AnnData, model_or_var_names) -> AnnData:
+@dataclass(frozen=True)
+class AlignmentReport:
+    """How a query's genes were matched to a model's (see :func:`align_genes`).
+
+    Stored as a dict in ``uns["gexbert_alignment"]`` of the aligned AnnData
+    (:meth:`as_uns`); ``print(report)`` gives a summary.
+    """
+
+    #: Genes of the model, in its order.
+    n_model_genes: int
+    #: Model genes found in the query (written under the model's names).
+    matched_genes: list[str]
+    #: Model genes the query lacks: missing (NaN, ``True`` in boolean masks), never zero.
+    missing_genes: list[str]
+    #: Query genes (their identifiers) that match no model gene: dropped.
+    extra_genes: list[str]
+    #: The ``var`` column matched on (``None``: ``var_names``).
+    var_key: str | None = None
+
+    @property
+    def n_shared(self) -> int:
+        """Number of model genes found in the query."""
+        return len(self.matched_genes)
+
+    @property
+    def n_dropped(self) -> int:
+        """Number of query genes unknown to the model."""
+        return len(self.extra_genes)
+
+    def as_uns(self) -> dict[str, Any]:
+        """Return the report as the dict stored in ``uns``, counts included.
+
+        ``var_key`` is left out when it is ``None`` (which ``.h5ad`` cannot store).
+        """
+        stored = {**asdict(self), "n_shared": self.n_shared, "n_dropped": self.n_dropped}
+        return {key: value for key, value in stored.items() if value is not None}
+
+    def __str__(self) -> str:
+        on = "var_names" if self.var_key is None else f"var[{self.var_key!r}]"
+        return (
+            f"Matched {self.n_shared} of the model's {self.n_model_genes} genes on {on}; "
+            f"{len(self.missing_genes)} missing (NaN){_examples(self.missing_genes)}; "
+            f"{self.n_dropped} query genes dropped{_examples(self.extra_genes)}."
+        )
+
+
+def _examples(names: list[str], n: int = 3) -> str:
+    """`` (e.g. a, b, c)`` for the first ``n`` names, or nothing."""
+    return f" (e.g. {', '.join(map(str, names[:n]))})" if names else ""
+
+
+def align_genes(adata: AnnData, model_or_var_names: Any, *, var_key: str | None = None) -> AnnData:
     """Return a copy of ``adata`` whose genes are exactly the model's, in the model's order.
 
     Genes the model does not know are dropped; model genes absent from ``adata`` are added as
-    *missing* values (NaN, stored explicitly for sparse matrices), never as zeros. The overlap
-    is logged and recorded in ``uns["gexbert_alignment"]``.
+    *missing* values (NaN; ``True`` in boolean mask layers), never as zeros. Genes match by
+    identifier, then case-insensitively and ignoring Ensembl version suffixes
+    (``ENSG00000141510.17`` is ``ENSG00000141510``); the result carries the model's names.
+    The overlap is logged and recorded in ``uns["gexbert_alignment"]``
+    (:class:`AlignmentReport`); :meth:`gexbert_sc.GexBERT.prepare_query_anndata` also returns
+    it.
+
+    Sparse input stays sparse and is never densified: the result (CSR) holds the stored
+    entries of the shared genes, bit for bit, and one explicit NaN per sample for each
+    missing gene, so its memory is ``O(nnz + n_obs × n_missing)``. NaN stored in the matrix
+    is what every model reads as missing whatever its set-up, so a sparse aligned query
+    reads exactly as its dense version (a boolean ``missing_layer`` would cost as many
+    entries and be ignored by models set up without one). A backed matrix is read a block
+    of rows at a time.
 
     Parameters
     ----------
     adata
-        Data to align. Its ``X`` and layers are aligned; ``obsm``/``obs`` are kept.
+        Data to align. Its ``X`` and layers are aligned; ``obs``/``obsm``/``uns`` are kept
+        (``obsm``'s arrays are shared, not copied). It is not modified.
     model_or_var_names
-        A trained :class:`~gexbert_sc.GexBERT` (its training genes are used) or a sequence of
-        gene names.
+        A model of the family (its genes are used) or a sequence of gene names.
+    var_key
+        Column of ``adata.var`` holding the identifiers to match (e.g. Ensembl IDs in
+        ``"gene_ids"``); ``None`` matches ``adata.var_names``.
 
     Returns
     -------
-    The aligned :class:`~anndata.AnnData`.
+    The aligned :class:`~anndata.AnnData`. Values keep their float type (float64 stays
+    float64); integers become floats, to hold NaN.
 
     Raises
     ------
+    KeyError
+        If ``var_key`` is not a column of ``adata.var``.
     ValueError
-        If ``adata`` shares no gene with the model or has duplicated gene names.
+        If ``adata`` shares no gene with the model, or two of its genes match one model gene.
 
     Examples
     --------
@@ -86,66 +157,55 @@ def align_genes(adata: AnnData, model_or_var_names) -> AnnData:
     >>> aligned.var_names[0] == panel.var_names[-1]
     True
     """
-    if hasattr(model_or_var_names, "var_names"):
-        target = pd.Index(model_or_var_names.var_names)
-    else:
-        target = pd.Index(model_or_var_names)
-    if not adata.var_names.is_unique:
-        msg = "`adata.var_names` must be unique; run `adata.var_names_make_unique()` first."
-        raise ValueError(msg)
-    positions = adata.var_names.get_indexer(target)
+    return align_with_report(adata, model_or_var_names, var_key=var_key)[0]
+
+
+def align_with_report(
+    adata: AnnData, model_or_var_names: Any, *, var_key: str | None = None
+) -> tuple[AnnData, AlignmentReport]:
+    """Do :func:`align_genes` and return ``(aligned, report)``.
+
+    Parameters
+    ----------
+    adata, model_or_var_names, var_key
+        As in :func:`align_genes`.
+    """
+    target = pd.Index(getattr(model_or_var_names, "var_names", model_or_var_names))
+    identifiers = query_identifiers(adata, var_key)
+    positions = match_genes(identifiers, target)
     present = positions >= 0
-    n_shared = int(present.sum())
-    if n_shared == 0:
+    if not present.any():
+        on = "" if var_key is None else f" (matched on `var[{var_key!r}]`)"
         msg = (
-            f"`adata` shares no gene with the model's {len(target)} genes "
+            f"`adata` shares no gene with the model's {len(target)} genes{on} "
             f"(first model genes: {list(target[:3])}, first data genes: "
-            f"{list(adata.var_names[:3])}); check that both use the same identifiers."
+            f"{list(identifiers[:3])}); check that both use the same identifiers, or pass "
+            "`var_key=` naming the `adata.var` column that holds the model's kind."
         )
         raise ValueError(msg)
-    logger.info(
-        "Aligned genes: %d of the model's %d genes found; %d marked missing; %d dropped.",
-        n_shared,
-        len(target),
-        len(target) - n_shared,
-        adata.n_vars - n_shared,
+    used = np.zeros(adata.n_vars, dtype=bool)
+    used[positions[present]] = True
+    report = AlignmentReport(
+        n_model_genes=len(target),
+        matched_genes=list(map(str, target[present])),
+        missing_genes=list(map(str, target[~present])),
+        extra_genes=list(map(str, identifiers[~used])),
+        var_key=var_key,
     )
+    logger.info("%s", report)
     aligned = ad.AnnData(
-        X=None if adata.X is None else _take_columns(adata.X, positions),
+        X=None if adata.X is None else _aligned_matrix(adata.X, positions),
         obs=adata.obs.copy(),
         var=pd.DataFrame(index=target),
         obsm=dict(adata.obsm),
         uns=dict(adata.uns),
-        layers={k: _take_columns(v, positions) for k, v in adata.layers.items()},
+        layers={k: _aligned_matrix(v, positions) for k, v in adata.layers.items()},
     )
-    aligned.uns[OUTPUT_KEYS.ALIGNMENT_UNS] = {
-        "n_model_genes": len(target),
-        "n_shared": n_shared,
-        "n_dropped": adata.n_vars - n_shared,
-        "missing_genes": list(target[~present]),
-    }
-    return aligned
+    aligned.uns[OUTPUT_KEYS.ALIGNMENT_UNS] = report.as_uns()
+    return aligned, report
 
 
-def _take_columns(matrix, positions: np.ndarray):
-    """Columns at ``positions`` (``-1`` → a column of NaN, or of ``True`` for masks).
-
-    Values keep their precision (float64 stays float64, sparse or dense); integers become
-    floats, to hold NaN.
-    """
+def _aligned_matrix(matrix: Any, positions: np.ndarray) -> Any:
+    """Columns at ``positions``; ``-1`` gives a missing column (NaN, or ``True`` for masks)."""
     is_mask = np.dtype(matrix.dtype) == np.bool_
-    fill = True if is_mask else np.nan
-    dtype = np.bool_ if is_mask else np.result_type(matrix.dtype, np.float32)
-    present = positions >= 0
-    n_obs, n_missing = matrix.shape[0], int((~present).sum())
-    if sp.issparse(matrix):
-        blocks = [sp.csc_matrix(matrix)[:, positions[present]].astype(dtype)]
-        blocks.append(sp.csc_matrix(np.full((n_obs, n_missing), fill, dtype=dtype)))
-        combined = sp.hstack(blocks, format="csc")
-        order = np.empty(len(positions), dtype=int)
-        order[present] = np.arange(present.sum())
-        order[~present] = present.sum() + np.arange(n_missing)
-        return sp.csr_matrix(combined[:, order])
-    taken = np.asarray(matrix)[:, np.where(present, positions, 0)].astype(dtype)
-    taken[:, ~present] = fill
-    return taken
+    return take_columns(matrix, positions, fill=True if is_mask else np.nan)

@@ -16,6 +16,7 @@ from gexbert_sc.model.base import (
     AttentionMixin,
     EncodingMixin,
     GexBERTBase,
+    QueryMixin,
     RestorationMixin,
     TrainingMixin,
     check_architecture,
@@ -28,14 +29,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class GexBERT(RestorationMixin, AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase):
+class GexBERT(
+    QueryMixin, RestorationMixin, AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
+):
     """GexBERT masked-expression transformer autoencoder :cite:p:`Jiang2025`.
 
     Genes are tokens (gene embedding + binned expression-level embedding; a learned *missing*
     embedding for unknown values). The encoder reads ``[CLS]`` plus a random subset of observed
     genes; a cross-attention decoder restores hidden genes. The ``[CLS]`` output is the sample
     embedding (:meth:`get_latent_representation`); the decoder restores any gene of the
-    vocabulary (:meth:`get_imputed_expression`).
+    vocabulary (:meth:`get_imputed_expression`). New data sets are mapped onto a trained
+    model with :meth:`prepare_query_anndata` and :meth:`load_query_data`.
 
     Parameters
     ----------

@@ -4,6 +4,7 @@ from gexbert_sc.model.base._attention import AttentionMethod, AttentionMixin
 from gexbert_sc.model.base._base import GexBERTBase
 from gexbert_sc.model.base._checks import check_architecture
 from gexbert_sc.model.base._encoding import EncodingMixin
+from gexbert_sc.model.base._query import QueryMixin
 from gexbert_sc.model.base._restoration import Imputation, RestorationMixin
 from gexbert_sc.model.base._training import TrainingMixin, default_max_epochs
 
@@ -13,6 +14,7 @@ __all__ = [
     "EncodingMixin",
     "GexBERTBase",
     "Imputation",
+    "QueryMixin",
     "RestorationMixin",
     "TrainingMixin",
     "check_architecture",
