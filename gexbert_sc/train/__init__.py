@@ -1,5 +1,6 @@
 """Lightning training plan (sees a module and batches, never AnnData)."""
 
+from gexbert_sc.train._checkpoint import AtomicCheckpoint, checkpoint_files
 from gexbert_sc.train._plan import GexBERTTrainingPlan, warmup_cosine
 from gexbert_sc.train._precision import (
     Precision,
@@ -9,9 +10,11 @@ from gexbert_sc.train._precision import (
 )
 
 __all__ = [
+    "AtomicCheckpoint",
     "GexBERTTrainingPlan",
     "Precision",
     "autocast_context",
+    "checkpoint_files",
     "cpu_supports_bf16",
     "resolve_precision",
     "warmup_cosine",

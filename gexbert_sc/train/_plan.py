@@ -14,6 +14,8 @@ from gexbert_sc.module import GexBERTModule
 RNG_STATE_KEY = "gexbert_generator_state"
 #: Key of torch's global RNG states (CPU, and CUDA devices once used) in a checkpoint.
 GLOBAL_RNG_STATE_KEY = "gexbert_global_rng_state"
+#: Key of the plan's seed in a checkpoint.
+SEED_KEY = "gexbert_seed"
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -129,7 +131,8 @@ class GexBERTTrainingPlan(TrainingPlan):
         self._generators.pop("validation", None)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the training generator's and torch's global RNG states in a checkpoint."""
+        """Store the seed, the training generator's and torch's global RNG states."""
+        checkpoint[SEED_KEY] = self.seed
         if "train" in self._generators:
             checkpoint[RNG_STATE_KEY] = self._generators["train"].get_state()
         checkpoint[GLOBAL_RNG_STATE_KEY] = {
@@ -141,7 +144,21 @@ class GexBERTTrainingPlan(TrainingPlan):
         """Restore the training generator's and torch's global RNG states from a checkpoint.
 
         CUDA states are restored when the checkpoint holds one per visible device.
+
+        Raises
+        ------
+        ValueError
+            If the checkpoint was written with another seed (the train/validation split,
+            drawn from the seed, would differ).
         """
+        saved_seed = checkpoint.get(SEED_KEY, self.seed)
+        if saved_seed != self.seed:
+            msg = (
+                f"The checkpoint was written by a run with seed {saved_seed}, but this run's "
+                f"seed is {self.seed}: its train/validation split and random draws would "
+                f"differ. Resume with a model created with `seed={saved_seed}`."
+            )
+            raise ValueError(msg)
         self._restored_state = checkpoint.get(RNG_STATE_KEY)
         self._generators.pop("train", None)
         global_state = checkpoint.get(GLOBAL_RNG_STATE_KEY)

@@ -157,6 +157,9 @@ def test_checkpoints_every_n_epochs_are_renamed_into_place(model, tmp_path, monk
     state = torch.load(tmp_path / name, weights_only=False)
     assert state["optimizer_states"] and state["lr_schedulers"]
     assert state[GLOBAL_RNG_STATE_KEY]["cpu"].dtype == torch.uint8
+    other_seed = GexBERT(model.adata, **TINY_MODEL, seed=6)
+    with pytest.raises(ValueError, match=r"with seed 5, but this run's seed is 6"):
+        _train(other_seed, checkpoint_dir=tmp_path, resume=True)
 
 
 def test_checkpoint_arguments_are_refused_at_the_door(model, tmp_path):

@@ -45,7 +45,10 @@ def test_plan_generator_state_is_saved_and_restored():
     checkpoint = {}
     plan.on_save_checkpoint(checkpoint)
     after_save = torch.rand(5, generator=plan.generator("train", torch.device("cpu")))
-    resumed = _plan(seed=99)
+    with pytest.raises(ValueError, match="with seed 4, but this run's seed is 99"):
+        _plan(seed=99).on_load_checkpoint(checkpoint)
+    # a fresh plan of that seed would draw `draws`: the state, not the seed, is restored
+    resumed = _plan(seed=4)
     resumed.on_load_checkpoint(checkpoint)
     resumed_draws = torch.rand(5, generator=resumed.generator("train", torch.device("cpu")))
     assert torch.equal(resumed_draws, after_save)

@@ -14,12 +14,14 @@ import torch
 from scvi.model.base import UnsupervisedTrainingMixin
 
 from gexbert_sc.model.base._checks import check_positive_integers, is_finite_number
-from gexbert_sc.train import GexBERTTrainingPlan, Precision, resolve_precision
-from gexbert_sc.train._checkpoint import (
+from gexbert_sc.train import (
     AtomicCheckpoint,
-    CheckpointingTrainRunner,
+    GexBERTTrainingPlan,
+    Precision,
     checkpoint_files,
+    resolve_precision,
 )
+from gexbert_sc.train._checkpoint import CheckpointingTrainRunner
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def _checkpointing(
     checkpoint_dir: str | os.PathLike | None,
     every_n_epochs: int | None,
     resume: bool,
-    trainer_kwargs: dict,
+    ckpt_path: str | os.PathLike | None,
 ) -> tuple[AtomicCheckpoint | None, str | None]:
     """Check the checkpoint arguments of ``train()``; return the callback and the file to resume.
 
@@ -62,9 +64,9 @@ def _checkpointing(
     ----------
     checkpoint_dir, every_n_epochs, resume
         As in :meth:`TrainingMixin.train`.
-    trainer_kwargs
-        The trainer keyword arguments of ``train()`` (a ``ckpt_path`` among them excludes
-        ``resume``).
+    ckpt_path
+        Lightning's ``ckpt_path`` among the trainer keyword arguments of ``train()``: it
+        excludes ``resume`` and allows a ``checkpoint_dir`` that holds checkpoints.
 
     Returns
     -------
@@ -92,12 +94,13 @@ def _checkpointing(
     if directory.exists() and not directory.is_dir():
         msg = f"`checkpoint_dir` must be a directory, got the file {str(directory)!r}."
         raise NotADirectoryError(msg)
+    checkpoint = AtomicCheckpoint(directory, int(every_n_epochs))
     found = checkpoint_files(directory)
     if resume:
-        if trainer_kwargs.get("ckpt_path") is not None:
+        if ckpt_path is not None:
             msg = (
                 "Give either `resume=True` (the newest checkpoint in `checkpoint_dir`) or "
-                f"`ckpt_path`, got both (`ckpt_path={trainer_kwargs['ckpt_path']!r}`)."
+                f"`ckpt_path`, got both (`ckpt_path={ckpt_path!r}`)."
             )
             raise ValueError(msg)
         if not found:
@@ -108,15 +111,15 @@ def _checkpointing(
                 "them); train without `resume` to start afresh."
             )
             raise FileNotFoundError(msg)
-        return AtomicCheckpoint(directory, every_n_epochs), str(found[-1])
-    if found:
+        return checkpoint, str(found[-1])
+    if found and ckpt_path is None:
         msg = (
             f"`checkpoint_dir` {str(directory)!r} already holds checkpoints "
             f"({', '.join(path.name for path in found)}); pass `resume=True` to continue "
             "from the newest, or choose an empty directory."
         )
         raise FileExistsError(msg)
-    return AtomicCheckpoint(directory, every_n_epochs), None
+    return checkpoint, None
 
 
 class TrainingMixin(UnsupervisedTrainingMixin):
@@ -177,23 +180,26 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         plan_kwargs
             Passed to :class:`~gexbert_sc.train.GexBERTTrainingPlan`.
         checkpoint_dir
-            Directory for Lightning checkpoints of the run, written every ``every_n_epochs``
-            epochs as ``epoch=E-step=S.ckpt`` (``E`` 0-based; the newest only is kept). A
-            checkpoint holds the weights, the optimiser and learning-rate schedule, the
-            epoch and step counters and the random generators' states (the plan's and
-            torch's global one, which shuffles the minibatches); each file is written under
-            a temporary name and renamed, so a killed run never leaves a truncated one.
-            A fresh run refuses a directory that already holds checkpoints.
+            Directory for Lightning checkpoints of the run, written at the end of every
+            ``every_n_epochs``-th epoch as ``epoch=E-step=S.ckpt`` (``E`` 0-based). Only the
+            newest is kept (and, as Lightning does, the one a run resumed from). A checkpoint
+            holds the weights, the optimiser and learning-rate schedule states, the epoch and
+            step counters, the seed and the random generators' states (the plan's and
+            torch's global one, which shuffles the minibatches and draws dropout). Each file
+            is written under a temporary name in the directory and then renamed, so a killed
+            run never leaves a truncated checkpoint. A fresh run refuses a directory that
+            already holds checkpoints.
         every_n_epochs
             Epochs between checkpoints (default 1); needs ``checkpoint_dir``.
         resume
-            Continue the run from the newest checkpoint in ``checkpoint_dir`` (it must hold
-            one) until ``max_epochs``: give the same data, model, ``max_epochs``,
-            ``batch_size``, ``lr``, split and ``plan_kwargs`` as the interrupted run. On CPU
-            with ``precision="32-true"`` the final weights equal those of an uninterrupted
-            run, bit for bit. ``history`` holds only the resumed epochs. Alternatively,
-            Lightning's ``ckpt_path`` (a checkpoint file, passed in ``trainer_kwargs``)
-            resumes from a given file.
+            Continue from the newest checkpoint in ``checkpoint_dir`` (which must hold one)
+            until ``max_epochs``. Build the model as for the interrupted run (same data and
+            ``seed``; another seed is refused) and give the same ``max_epochs``,
+            ``batch_size``, ``lr``, split and ``plan_kwargs``: on CPU with
+            ``precision="32-true"`` the final weights then equal those of an uninterrupted
+            run, bit for bit. ``history`` holds only the resumed epochs. Lightning's
+            ``ckpt_path`` (in ``trainer_kwargs``) resumes from a given checkpoint file
+            instead.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``);
             ``gradient_clip_val`` defaults to 1.0.
@@ -201,8 +207,27 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         Raises
         ------
         RuntimeError
-            If a training loss is NaN or infinite; training stops before that step's
-            update, so the weights are those after the last finite step.
+            If a training loss or gradient is NaN or infinite; training stops before that
+            step's update, so the weights are those after the last finite step.
+        TypeError
+            If ``checkpoint_dir`` is not a path or ``resume`` not a bool.
+        ValueError
+            If ``every_n_epochs`` is not a positive integer, ``every_n_epochs`` or
+            ``resume=True`` come without ``checkpoint_dir``, ``resume=True`` comes with
+            ``ckpt_path``, or the checkpoint was written with another seed.
+        FileNotFoundError
+            If ``resume=True`` and ``checkpoint_dir`` holds no checkpoint.
+        FileExistsError
+            If a fresh run (no ``resume``, no ``ckpt_path``) is given a ``checkpoint_dir``
+            that holds checkpoints.
+        NotADirectoryError
+            If ``checkpoint_dir`` is a file.
+
+        Examples
+        --------
+        >>> model.train(max_epochs=50, checkpoint_dir="run1")  # doctest: +SKIP
+        >>> # killed at epoch 30; in a new session, a model built the same way:
+        >>> model.train(max_epochs=50, checkpoint_dir="run1", resume=True)  # doctest: +SKIP
         """
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
@@ -213,7 +238,7 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             msg = f"`lr` must be a positive finite number, got {lr!r}."
             raise ValueError(msg)
         checkpoint, resume_from = _checkpointing(
-            checkpoint_dir, every_n_epochs, resume, trainer_kwargs
+            checkpoint_dir, every_n_epochs, resume, trainer_kwargs.get("ckpt_path")
         )
         if resume_from is not None:
             trainer_kwargs["ckpt_path"] = resume_from
