@@ -10,7 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS, QUERY_CHUNK_SIZE
-from gexbert_sc.data._validation import measured_matrix
+from gexbert_sc.data._columns import is_sparse_like, take_columns
+from gexbert_sc.data._validation import measured_matrix, registered_matrix
 from gexbert_sc.model.base._checks import check_model
 from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
 
@@ -90,14 +91,20 @@ def impute(
     Depending on ``copy``, returns or updates ``adata`` with the following fields.
 
     `adata.layers['gexbert_imputed' | key_added]` : :class:`numpy.ndarray` (dtype `float32`)
-        Values on the input scale (counts in → expected counts out; log in → log out).
+        Values on the input scale (counts in → expected counts out; log in → log out). Every
+        entry is restored or kept, so the layer is dense, with one exception: with ``genes``
+        on sparse (or backed sparse) input it is a :class:`scipy.sparse.csr_matrix` holding
+        the input's stored entries outside ``genes`` (NaN where missing) and every entry of
+        ``genes``, so that restoring a few genes of a large sparse matrix never builds a
+        dense ``samples × genes`` block. The input is read a minibatch at a time, never
+        copied whole.
     `adata.layers[key_added + '_mask']` : :class:`scipy.sparse.csr_matrix` (dtype `bool`)
         ``True`` where the value was imputed (was missing in the input; with ``genes``, only
         in those genes).
     `adata.layers[key_added + '_std']` : :class:`numpy.ndarray` (dtype `float32`)
-        Only with ``n_samples``: the spread of the restorations on the model's log scale
-        (log1p of size-factor normalised values for counts, the input values for log input);
-        0 where an observed value was kept.
+        Only with ``n_samples`` (CSR when the values layer is): the spread of the restorations
+        on the model's log scale (log1p of size-factor normalised values for counts, the
+        input values for log input); 0 where an observed value was kept.
     `adata.uns['gexbert']['outputs'][key_added]` : :class:`dict`
         Parameters of this call and the number of imputed entries.
 
@@ -128,11 +135,19 @@ def impute(
     )
     expression = model.expression_of(adata)
     if genes is not None:
+        setup = model.registry_["setup_args"]
         columns = model._gene_indices(genes)
-        values = _into_measured(model, expression, values, columns)
-        imputed = _widen_mask(imputed, columns, expression.n_vars)
+        n_vars = expression.n_vars
+        sparse = is_sparse_like(registered_matrix(expression, setup.get("layer")))
+        into_input = _into_sparse_input if sparse else _into_dense_input
+        values = into_input(expression, setup, values, columns)
+        imputed = _widen_mask(imputed, columns, n_vars)
         if spread is not None:
-            spread = _into_zeros(spread, columns, expression.n_vars)
+            spread = (
+                _block_csr(spread, columns, n_vars)
+                if sparse
+                else _into_zeros(spread, columns, n_vars)
+            )
     outputs = {key_added: values, key_added + OUTPUT_KEYS.IMPUTED_MASK_SUFFIX: imputed}
     if spread is not None:
         outputs[key_added + OUTPUT_KEYS.IMPUTED_STD_SUFFIX] = spread
@@ -155,13 +170,50 @@ def impute(
     return adata if copy else None
 
 
-def _into_measured(
-    model: GexBERT, expression: AnnData, restored: np.ndarray, columns: np.ndarray
+def _into_dense_input(
+    expression: AnnData, setup: dict, restored: np.ndarray, columns: np.ndarray
 ) -> np.ndarray:
     """Return the measured values (NaN where missing) with ``restored`` in ``columns``."""
-    values = measured_matrix(expression, model.registry_["setup_args"])
+    values = measured_matrix(expression, setup)
     values[:, columns] = restored
     return values
+
+
+def _into_sparse_input(
+    expression: AnnData, setup: dict, restored: np.ndarray, columns: np.ndarray
+) -> sp.csr_matrix:
+    """Return :func:`_into_dense_input`'s values as CSR, never densifying the sparse input.
+
+    It stores the input's entries outside ``columns`` (NaN where the missing layer flags
+    one) and every entry of ``restored``: ``O(nnz + n_obs × len(columns))``.
+    """
+    n_vars = expression.n_vars
+    outside = np.arange(n_vars)
+    outside[columns] = -1
+    matrix = registered_matrix(expression, setup.get("layer"))
+    values = take_columns(matrix, outside, fill=None).astype(np.float32, copy=False)
+    missing_layer = setup.get("missing_layer")
+    if missing_layer is not None:
+        mask = take_columns(expression.layers[missing_layer], outside, fill=None)
+        flagged = np.where(mask.data, np.float32(np.nan), np.float32(0))
+        values = values + sp.csr_matrix((flagged, mask.indices, mask.indptr), mask.shape)
+    result = values + _block_csr(restored, columns, n_vars)
+    result.sort_indices()
+    return result
+
+
+def _block_csr(block: np.ndarray, columns: np.ndarray, n_vars: int) -> sp.csr_matrix:
+    """Return a ``(n, n_vars)`` CSR matrix holding ``block``'s columns at ``columns``."""
+    order = np.argsort(columns)
+    n_rows, width = block.shape
+    return sp.csr_matrix(
+        (
+            np.ascontiguousarray(block[:, order]).ravel(),
+            np.tile(columns[order], n_rows),
+            width * np.arange(n_rows + 1),
+        ),
+        shape=(n_rows, n_vars),
+    )
 
 
 def _widen_mask(mask: sp.csr_matrix, columns: np.ndarray, n_vars: int) -> sp.csr_matrix:
