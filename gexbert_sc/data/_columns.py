@@ -82,7 +82,7 @@ def _take_dense(
     columns = positions[present]
     for rows, block in _row_blocks(matrix, step):
         taken[rows, present] = np.asarray(block)[:, columns]
-    taken[:, ~present] = np.nan if fill is None else fill
+    taken[:, ~present] = fill
     return taken
 
 

@@ -172,13 +172,15 @@ def test_sparse_alignment_keeps_float64_values_exactly():
     assert np.isnan(aligned.X[:, 1].toarray()).all()
 
 
-def test_backed_query_is_aligned_block_by_block(reference, tmp_path):
-    _query(sparse=True).write_h5ad(tmp_path / "query.h5ad")
+@pytest.mark.parametrize("sparse", [True, False])
+def test_backed_query_is_aligned_block_by_block(reference, tmp_path, sparse):
+    _query(sparse).write_h5ad(tmp_path / "query.h5ad")
     backed = ad.read_h5ad(tmp_path / "query.h5ad", backed="r")
     aligned = GexBERT.prepare_query_anndata(backed, reference)
-    expected = GexBERT.prepare_query_anndata(_query(sparse=True), reference)
-    np.testing.assert_array_equal(aligned.X.toarray(), expected.X.toarray())
     backed.file.close()
+    expected = GexBERT.prepare_query_anndata(_query(sparse), reference)
+    assert sp.issparse(aligned.X) == sparse
+    assert_equal(aligned.X, expected.X)
 
 
 def test_aligning_a_large_sparse_query_allocates_no_dense_block():
