@@ -308,3 +308,14 @@ def test_load_query_data_refuses_another_model_class(reference):
     classifier = GexBERTClassifier.from_gexbert_model(reference, adata=reference.adata.copy())
     with pytest.raises(TypeError, match="`reference` must be a trained GexBERT .*GexBERTClass"):
         GexBERT.load_query_data(_query(), classifier)
+
+
+def test_load_query_data_refuses_a_mudata_reference():
+    import mudata
+
+    mdata = mudata.MuData({"rna": make_counts_adata()})
+    GexBERT.setup_mudata(mdata, modalities={"rna_layer": "rna"})
+    model = GexBERT(mdata, **TINY_MODEL)
+    model.train(**ONE_EPOCH)
+    with pytest.raises(ValueError, match="`reference` was set up with a MuData"):
+        GexBERT.load_query_data(_query(), model)

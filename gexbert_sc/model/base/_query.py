@@ -131,7 +131,8 @@ class QueryMixin:
             If the query lacks the reference's batch column or registered layers.
         ValueError
             If the query shares no gene with the reference, has ambiguous gene matches,
-            batches unseen in training, or values on another scale than the reference's.
+            batches unseen in training, or values on another scale than the reference's; or
+            if the reference was set up with a MuData.
             Every check runs before ``adata`` is touched.
         """
         _check_anndata(adata)
@@ -232,8 +233,16 @@ def _query_setup(reference: GexBERTBase, query: AnnData) -> dict[str, Any]:
     KeyError
         If the batch column or a registered layer is missing.
     ValueError
-        If a batch is unseen in training or the values are on another scale.
+        If the reference was set up with a MuData, a batch is unseen in training, or the
+        values are on another scale.
     """
+    if "modalities" in reference.registry_["setup_args"]:
+        msg = (
+            "`reference` was set up with a MuData (`setup_mudata`); `load_query_data` needs "
+            "a reference set up with `setup_anndata`. Its getters read a query prepared "
+            "with `prepare_query_anndata` as it is."
+        )
+        raise ValueError(msg)
     setup = {
         key: reference.registry_["setup_args"].get(key)
         for key in ("layer", "batch_key", "labels_key", "missing_layer", "input_scale")
