@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import TINY_MODEL, make_counts_adata
 
-from gexbert_sc import GexBERT
+from gexbert_sc import GexBERT, GexBERTClassifier
 from gexbert_sc.train._checkpoint import CHECKPOINT_NAME, checkpoint_files
 from gexbert_sc.train._plan import GLOBAL_RNG_STATE_KEY, RNG_STATE_KEY
 
@@ -32,7 +32,7 @@ TRAIN_SCRIPT = f"""
 import sys
 import torch
 from helpers import TINY_MODEL, make_counts_adata
-from gexbert_sc import GexBERT
+from gexbert_sc import GexBERT, GexBERTClassifier
 
 torch.set_num_threads(1)
 out, checkpoint_dir, resume = sys.argv[1], sys.argv[2] or None, sys.argv[3] == "1"
@@ -200,6 +200,40 @@ def test_checkpoint_arguments_are_refused_at_the_door(model, tmp_path):
     with pytest.raises(ValueError, match=r"either `resume=True` .* or `ckpt_path`, got both"):
         _train(model, checkpoint_dir=tmp_path, resume=True, ckpt_path="other.ckpt")
     assert not model.is_trained_
+
+
+class _Interrupted(Exception):
+    """Raised by :class:`_StopAtEpoch`."""
+
+
+class _StopAtEpoch(pl.Callback):
+    """Interrupts training when epoch ``epoch`` (0-based) starts."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise _Interrupted
+
+
+def test_interrupted_classifier_with_head_dropout_resumes_bit_identical(tmp_path):
+    # the head's dropout (p=0.1) draws from torch's global RNG, restored from the checkpoint
+    adata = make_counts_adata(seed=3)
+    GexBERT.setup_anndata(adata, labels_key="cell_type")
+    pretrained = GexBERT(adata, **TINY_MODEL, seed=5)
+    _train(pretrained, max_epochs=1)
+    uninterrupted = GexBERTClassifier.from_gexbert_model(pretrained)
+    _train(uninterrupted, max_epochs=4)
+    interrupted = GexBERTClassifier.from_gexbert_model(pretrained)
+    with pytest.raises(_Interrupted):
+        _train(interrupted, max_epochs=4, checkpoint_dir=tmp_path, callbacks=[_StopAtEpoch(2)])
+    assert [path.name for path in checkpoint_files(tmp_path)] == ["epoch=1-step=8.ckpt"]
+    resumed = GexBERTClassifier.from_gexbert_model(pretrained)
+    _train(resumed, max_epochs=4, checkpoint_dir=tmp_path, resume=True)
+    expected = uninterrupted.module.state_dict()
+    for name, weight in resumed.module.state_dict().items():
+        assert torch.equal(weight, expected[name]), name
 
 
 class _Snapshots(pl.Callback):
