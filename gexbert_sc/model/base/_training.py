@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,7 +253,9 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         logger.info("Training for %d epochs (precision %s).", max_epochs, resolved)
         # the getters leave the module in eval mode, and Lightning does not switch it back
         self.module.train()
-        with _scvi_seed(self.seed_):
+        with _scvi_seed(self.seed_), warnings.catch_warnings():
+            if resume_from is not None:  # the directory holds the checkpoint resumed from
+                warnings.filterwarnings("ignore", "Checkpoint directory .* is not empty")
             super().train(
                 max_epochs=max_epochs,
                 batch_size=batch_size,
