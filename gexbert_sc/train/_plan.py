@@ -62,7 +62,8 @@ class GexBERTTrainingPlan(TrainingPlan):
       uninterrupted one.)
 
     A training step whose loss or gradients are not finite raises a :class:`RuntimeError`
-    before the optimiser step, so the weights stay those of the last finite step.
+    before the optimiser step, so the weights stay those of the last finite step. A
+    checkpoint written with another ``seed`` is refused (:class:`ValueError`).
 
     Parameters
     ----------
