@@ -96,8 +96,8 @@ def impute(
         on sparse (or backed sparse) input it is a :class:`scipy.sparse.csr_matrix` holding
         the input's stored entries outside ``genes`` (NaN where missing) and every entry of
         ``genes``, so that restoring a few genes of a large sparse matrix never builds a
-        dense ``samples × genes`` block. The input is read a minibatch at a time, never
-        copied whole.
+        dense ``samples × genes`` block. Beyond the layers written, no copy of the input is
+        made: the model reads it a minibatch at a time.
     `adata.layers[key_added + '_mask']` : :class:`scipy.sparse.csr_matrix` (dtype `bool`)
         ``True`` where the value was imputed (was missing in the input; with ``genes``, only
         in those genes).
