@@ -319,3 +319,10 @@ def test_load_query_data_refuses_a_mudata_reference():
     model.train(**ONE_EPOCH)
     with pytest.raises(ValueError, match="`reference` was set up with a MuData"):
         GexBERT.load_query_data(_query(), model)
+
+
+def test_load_query_data_on_a_reference_without_batches(trained_model):
+    model = GexBERT.load_query_data(_query(sparse=True), trained_model, freeze_encoder=True)
+    assert model.summary_stats.n_batch == 1
+    model.train(**ONE_EPOCH)
+    assert np.isfinite(model.get_latent_representation()).all()
