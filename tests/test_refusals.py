@@ -656,6 +656,18 @@ def test_samples_without_any_observed_value_are_named_in_a_warning(caplog):
     assert np.isfinite(model.get_latent_representation()).all()
 
 
+@pytest.mark.parametrize("n_obs", [1, 2, 9])
+def test_fewer_samples_than_a_validation_split_needs_train_on_all(n_obs):
+    adata = make_counts_adata(n_obs=n_obs, n_vars=20)
+    model = trained(adata)
+    assert np.isfinite(model.get_latent_representation()).all()
+    GexBERT.setup_anndata(adata)
+    with pytest.raises(
+        ValueError, match=rf"`early_stopping=True` needs validation samples.*{n_obs}"
+    ):
+        GexBERT(adata, **TINY_MODEL).train(**ONE_EPOCH, early_stopping=True)
+
+
 @pytest.mark.parametrize(
     "changes",
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -40,6 +41,35 @@ def default_max_epochs(n_obs: int) -> int:
     The number of epochs.
     """
     return int(np.clip(round(40_000 / max(n_obs, 1)), 10, 100))
+
+
+def _usable_train_size(
+    n_obs: int, train_size: float | None, validation_size: float | None, early_stopping: bool
+) -> float | None:
+    """Return ``train_size``, or 1.0 where the split would leave no validation sample.
+
+    scvi-tools' split puts ``n_obs - ceil(0.9 n_obs)`` samples (or ``floor(validation_size
+    n_obs)``) in validation: none below 10 samples, and Lightning then refuses the empty
+    validation loader. Early stopping needs validation samples, so it is refused there.
+    """
+    if train_size == 1.0:
+        return train_size
+    share = 0.9 if train_size is None else train_size
+    if validation_size is None:
+        n_validation = n_obs - math.ceil(share * n_obs)
+    else:
+        n_validation = math.floor(validation_size * n_obs)
+    if n_validation > 0:
+        return train_size
+    if early_stopping:
+        msg = (
+            f"`early_stopping=True` needs validation samples, but the split of {n_obs} samples "
+            f"(`train_size={train_size}`, `validation_size={validation_size}`) leaves none; "
+            "lower `train_size` or train without early stopping."
+        )
+        raise ValueError(msg)
+    logger.info("The split of %d samples leaves no validation sample: training on all.", n_obs)
+    return 1.0
 
 
 @contextlib.contextmanager
@@ -175,7 +205,9 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             Validation frequency; the validation loss is computed with masking on. Ignored
             when ``train_size=1.0`` (no validation samples).
         train_size, validation_size
-            Split of the samples (:class:`scvi.dataloaders.DataSplitter`).
+            Split of the samples (:class:`scvi.dataloaders.DataSplitter`; default 90 % to
+            train, the rest to validate). When the split would leave no validation sample
+            (fewer than 10 samples), every sample is trained on (``train_size=1.0``).
         accelerator, devices
             Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``; devices and strategies).
         plan_kwargs
@@ -238,6 +270,9 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         if not is_finite_number(lr) or lr <= 0:
             msg = f"`lr` must be a positive finite number, got {lr!r}."
             raise ValueError(msg)
+        train_size = _usable_train_size(
+            self.adata.n_obs, train_size, validation_size, early_stopping
+        )
         checkpoint, resume_from = _checkpointing(
             checkpoint_dir, every_n_epochs, resume, trainer_kwargs.get("ckpt_path")
         )
