@@ -28,7 +28,7 @@ The chosen context is the smallest whose mean kNN accuracy and mean RMSE are, on
 set, within the split-to-split standard deviation of those at 1,024 (accuracy not lower by
 more, RMSE not higher by more).
 
-Settings chosen to fit about 25 minutes on one core (``OMP_NUM_THREADS=1``): zeisel is
+Settings chosen to fit about 25 minutes on one core (``OMP_NUM_THREADS=1``): zeisel
 and tcga_mirna are subsampled to 1,500 samples (``split_samples(n_used=...)``) and trained 4
 epochs, pbmc68k (700 cells) 20 epochs, 3 splits each: models short of convergence, compared with
 themselves across contexts.

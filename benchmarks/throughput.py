@@ -32,6 +32,8 @@ One run, one machine, everything side by side:
    statistics there), one training epoch and latent extraction of scVI
    (scvi-tools defaults) and GexBERT (d_model 64, n_context 128, as in
    ``core_embedding_restoration.py``), and ``sc.pp.pca`` (50 components, log-normalised input).
+   ``per_peak_gflops`` is the hardware-normalised rate: samples per second per GFLOP/s of the
+   fp32 matmul peak measured in the same run.
 
 Memory: each configuration runs in its own process (``multiprocessing`` spawn). Peak resident
 memory of each phase is read from ``VmHWM`` in ``/proc/self/status`` after resetting it through
@@ -566,8 +568,8 @@ COLUMNS = {
         "n_obs", "n_vars", "d_model", "n_context", "batch_size", "seconds", "samples_per_s",
         "setup_seconds", "base_rss_mb", "peak_rss_mb", "phase_mb", "stored_mb", "dense_mb",
     ],
-    "zeisel": ["method", "phase", "n_obs", "seconds", "samples_per_s", "gflop_per_s", "mfu",
-               "peak_rss_mb", "phase_mb"],
+    "zeisel": ["method", "phase", "n_obs", "seconds", "samples_per_s", "per_peak_gflops",
+               "gflop_per_s", "mfu", "peak_rss_mb", "phase_mb"],
 }  # fmt: skip
 COLUMNS["genes"] = COLUMNS["samples"]
 
@@ -702,6 +704,8 @@ def main() -> None:
             for row in isolated(run_zeisel, params):
                 if "gflop_per_s" in row:
                     row["mfu"] = row["gflop_per_s"] / peaks[precisions[0]]
+                if "samples_per_s" in row:
+                    row["per_peak_gflops"] = row["samples_per_s"] / peaks[precisions[0]]
                 rows.append({"section": "zeisel", **row})
                 print(f"zeisel {method} {row['phase']}: {row['seconds']:.2f} s")
     table = pd.DataFrame(rows)
