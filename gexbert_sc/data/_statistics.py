@@ -16,6 +16,8 @@ from gexbert_sc.data._normalization import log_normalise, size_factors_from_sums
 logger = logging.getLogger(__name__)
 
 _GENE_CHUNK = 512
+# rows of the fitted subsample read at once (bounds the reader's temporaries)
+_ROW_CHUNK = 1_024
 # cells used for the principal axes (an initialisation: more cells cost n² memory, n² k time)
 _AXES_CELLS = 2_000
 # variation below this share of the log values' energy (sum of squares) is float rounding:
@@ -47,14 +49,37 @@ class ExpressionStatistics:
     principal_axes: np.ndarray
 
 
+def _sample_rows(n_obs: int, max_cells: int, seed: int) -> np.ndarray:
+    """Return the sorted rows the statistics are fitted on: all of them, or a seeded sample.
+
+    Parameters
+    ----------
+    n_obs
+        Number of rows of the data.
+    max_cells
+        Most rows kept; with ``n_obs <= max_cells`` every row is kept, in order.
+    seed
+        Seed of the sample (the same seed and sizes give the same rows on every run).
+
+    Returns
+    -------
+    Increasing row positions.
+    """
+    if n_obs <= max_cells:
+        return np.arange(n_obs)
+    return np.sort(np.random.default_rng(seed).choice(n_obs, size=max_cells, replace=False))
+
+
 def _subsample(matrix: Any, max_cells: int, seed: int) -> Any:
-    """Random rows of ``matrix`` (sparse stays sparse, in CSC for column access)."""
-    n_obs = matrix.shape[0]
-    rows = np.arange(n_obs)
-    if n_obs > max_cells:
-        rows = np.sort(np.random.default_rng(seed).choice(n_obs, size=max_cells, replace=False))
-    block = matrix[rows]
-    return block.tocsc() if sp.issparse(block) else np.asarray(block)
+    """Read the rows of :func:`_sample_rows`, ``_ROW_CHUNK`` at a time (never a whole file).
+
+    Sparse stays sparse, in CSC for column access.
+    """
+    rows = _sample_rows(matrix.shape[0], max_cells, seed)
+    blocks = [matrix[rows[start : start + _ROW_CHUNK]] for start in range(0, len(rows), _ROW_CHUNK)]
+    if sp.issparse(blocks[0]):
+        return sp.vstack(blocks, format="csr").tocsc()
+    return np.concatenate([np.asarray(block) for block in blocks])
 
 
 def _columns(matrix: Any, cols: slice) -> np.ndarray:
@@ -110,8 +135,8 @@ def _gram_matrix(
     """``Y Yᵀ`` of the centred log profiles (missing = 0), accumulated over gene chunks.
 
     Only the upper triangle is updated in place (BLAS ``syrk``), so memory stays at one
-    ``(n, n)`` matrix. Also returns the sum of squares of the observed (uncentred) log values,
-    the scale of their rounding errors.
+    ``(n, n)`` matrix (two while it is mirrored). Also returns the sum of squares of the
+    observed (uncentred) log values, the scale of their rounding errors.
     """
     n_cells = values.shape[0]
     gram = np.zeros((n_cells, n_cells), order="F")
@@ -120,7 +145,10 @@ def _gram_matrix(
         centred = np.nan_to_num(y - gene_mean[cols])
         gram = dsyrk(1.0, centred, beta=1.0, c=gram, overwrite_c=True)
         energy += float(np.nansum(np.square(y, dtype=np.float64)))
-    return np.triu(gram) + np.triu(gram, 1).T, energy
+    # the lower triangle is still zero: add the upper one's mirror; the symmetric result's
+    # transpose is the C-ordered Gram matrix (a view, not a copy)
+    gram += np.triu(gram, 1).T
+    return gram.T, energy
 
 
 def _leading_eigenpairs(
@@ -201,9 +229,12 @@ def fit_expression_statistics(
 ) -> ExpressionStatistics:
     """Fit library shares, bin edges, gene means and principal axes on (a subsample of) the data.
 
-    At most ``max_cells`` random rows are read; sparse input stays sparse and is densified
-    ``512`` genes at a time, so memory is bounded by ``max_cells × max(512, max_cells)``
-    floats.
+    At most ``max_cells`` rows are read: all of them, in order, when the data have no more
+    rows, else a sample drawn with ``seed`` (the same rows on every run). They are read
+    ``1024`` rows at a time, so a backed AnnData (``read_h5ad(..., backed="r")``) is never
+    read whole; sparse input stays sparse and is densified ``512`` genes at a time, so
+    memory is bounded by the subsample (its stored entries) plus
+    ``max_cells × max(512, 2000)`` floats, whatever the size of the file.
 
     Parameters
     ----------
@@ -220,7 +251,7 @@ def fit_expression_statistics(
     n_axes
         Number of principal axes (the model width).
     max_cells
-        Rows used for fitting.
+        Most rows read for fitting (default 5000).
     seed
         Seed of the row subsample.
 
