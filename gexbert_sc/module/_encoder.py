@@ -244,8 +244,7 @@ class ExpressionEncoder(nn.Module):
             return summary, None
         basis = self.profile_basis
         gram = basis.T @ basis
-        weighted = basis.unsqueeze(0) * include.to(basis.dtype).unsqueeze(-1)
-        partial = weighted.transpose(1, 2) @ basis
+        partial = _partial_gram(basis, gram, include)
         ridge = PROFILE_RIDGE * gram.diagonal().mean()
         eye = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
         share = share.unsqueeze(-1)
@@ -428,3 +427,20 @@ class ExpressionEncoder(nn.Module):
         if attention is not None:
             out[MODULE_KEYS.ATTENTION_KEY] = weights
         return out
+
+
+def _partial_gram(basis: torch.Tensor, gram: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
+    """``(B, d, d)`` Gram matrices ``M_Oᵀ M_O`` of the basis rows of each sample's genes ``O``.
+
+    Computed from whichever is smaller in the batch, the included genes or the excluded ones
+    (``gram`` minus their Gram matrix): a sample with every gene observed costs nothing, one
+    with a small panel only its panel, instead of all genes for every sample.
+    """
+    n_included = include.sum(dim=1)
+    from_excluded = int((include.shape[1] - n_included).max()) < int(n_included.max())
+    rows = ~include if from_excluded else include
+    n_rows = int(rows.sum(dim=1).max())
+    picked = rows.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :n_rows]
+    selected = basis[picked] * rows.gather(1, picked).unsqueeze(-1).to(basis.dtype)
+    part = selected.transpose(1, 2) @ selected
+    return gram - part if from_excluded else part
