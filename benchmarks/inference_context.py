@@ -16,11 +16,12 @@ on the same model:
   batch size 128), with and without length bucketing, and the encoder FLOPs per embedded
   sample including padding (:func:`gexbert_sc.module.encoder_flops`).
 
-On split 0 the same calls also run the way the getters ran before length bucketing
+On split 0, at 1,024, the same calls also run the way the getters ran before length bucketing
 (``unbucketed``: minibatches in sample order, padded to their longest context, and all genes
 decoded before observed values are put back); the largest difference between the two paths'
 outputs is recorded (``max_diff_*``: they must agree to float rounding). The speed-up is the
-unbucketed time at 1,024 (the previous default) over the bucketed time at each context. The
+unbucketed time at 1,024 (the previous default) over the bucketed time at each context, on
+split 0 (both paths on the same model, one after the other). The
 matmul peak of the machine (fp32, best square product, as in ``throughput.py``) is measured
 first, for the hardware-normalised rate: samples embedded per second per GFLOP/s of peak.
 
@@ -28,13 +29,17 @@ The chosen context is the smallest whose mean kNN accuracy and mean RMSE are, on
 set, within the split-to-split standard deviation of those at 1,024 (accuracy not lower by
 more, RMSE not higher by more).
 
-Settings chosen to fit about 25 minutes on one core (``OMP_NUM_THREADS=1``): zeisel
-and tcga_mirna are subsampled to 1,500 samples (``split_samples(n_used=...)``) and trained 4
-epochs, pbmc68k (700 cells) 20 epochs, 3 splits each: models short of convergence, compared with
-themselves across contexts.
+Settings chosen to fit about 20 minutes on a loaded 2-core CPU, one process per data set
+(``OMP_NUM_THREADS=1``): zeisel and tcga_mirna are subsampled to 900 samples
+(``split_samples(n_used=...)``) and trained 3 epochs, pbmc68k (700 cells) 8 epochs, 3 splits
+each: models short of convergence, compared with themselves across contexts.
 
 Rerun: ``OMP_NUM_THREADS=1 python benchmarks/inference_context.py`` (``--fast`` for a smoke
-run: 2 splits, 1 epoch, 300 samples; ``--datasets``, ``--splits``, ``--tag``). Writes
+run: 2 splits, 1 epoch, 300 samples; ``--datasets``, ``--splits``, ``--tag``). As measured, one
+process per data set, then the summary of the three:
+``python benchmarks/inference_context.py --datasets zeisel --tag zeisel`` (and ``pbmc68k``,
+``tcga_mirna``), then ``python benchmarks/inference_context.py --summarise
+benchmarks/results/inference_context_{pbmc68k,zeisel,tcga_mirna}.csv``. Writes
 ``benchmarks/results/inference_context.csv`` (one row per data set, split, context and path),
 ``inference_context_summary.csv`` and ``inference_context.png``.
 """
@@ -76,9 +81,9 @@ class DataSet:
 
 
 DATASETS = {
-    "pbmc68k": DataSet("bulk_labels", 20),
-    "zeisel": DataSet("cell_type", 4, n_used=1500),
-    "tcga_mirna": DataSet("cancer_type", 4, n_used=1500),
+    "pbmc68k": DataSet("bulk_labels", 8),
+    "zeisel": DataSet("cell_type", 3, n_used=900),
+    "tcga_mirna": DataSet("cancer_type", 3, n_used=900),
 }
 
 
@@ -188,7 +193,7 @@ def run_split(name: str, adata: sc.AnnData, spec: DataSet, seed: int, fast: bool
         cost = padding_cost(calls, module.d_model, len(module.encoder))
         outputs = {}
         for path, (embed, impute) in PATHS.items():
-            if path == "unbucketed" and seed != 0:
+            if path == "unbucketed" and (seed != 0 or context != PREVIOUS_DEFAULT):
                 continue
             (z_train, z_test), embed_seconds = timed_call(
                 lambda embed=embed: (embed(model, train), embed(model, test))
@@ -242,11 +247,17 @@ def summarise(table: pd.DataFrame, peak: float) -> pd.DataFrame:
         )
         .reset_index()
     )
-    before = summary[
-        (summary.path == "unbucketed") & (summary.n_inference_context == PREVIOUS_DEFAULT)
+    # speed-ups on split 0, where both paths ran one after the other on the same model
+    first = table[table.split == 0]
+    keys = ["dataset", "n_inference_context", "path"]
+    before = first[
+        (first.path == "unbucketed") & (first.n_inference_context == PREVIOUS_DEFAULT)
     ].set_index("dataset")
-    summary["embed_speedup"] = summary.embed_per_s / summary.dataset.map(before.embed_per_s)
-    summary["restore_speedup"] = summary.restore_per_s / summary.dataset.map(before.restore_per_s)
+    speedups = first[keys].assign(
+        embed_speedup=first.embed_per_s / first.dataset.map(before.embed_per_s),
+        restore_speedup=first.restore_per_s / first.dataset.map(before.restore_per_s),
+    )
+    summary = summary.merge(speedups, on=keys, how="left")
     summary["embed_per_s_per_gflops_peak"] = summary.embed_per_s / peak
     return summary
 
@@ -300,7 +311,18 @@ def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], "2 splits, 1 epoch, 300 samples")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--splits", type=int, default=None, help="random splits (default 3)")
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="summarise these per-split CSVs of earlier runs (e.g. one per data set) instead",
+    )
     args = parser.parse_args()
+    if args.summarise:
+        table = pd.concat([pd.read_csv(path) for path in args.summarise], ignore_index=True)
+        report(table, table.peak_gflop_per_s.mean(), args)
+        return
     peak, size = matmul_peak(torch.float32, torch.device("cpu"), 1.0 if args.fast else 2.0)
     print(
         f"fp32 matmul peak: {peak:.1f} GFLOP/s ({size}² matmul, {torch.get_num_threads()} threads)"
@@ -311,11 +333,15 @@ def main() -> None:
         adata = load(name)
         for seed in range(n_splits):
             rows += run_split(name, adata, DATASETS[name], seed, args.fast)
+            table = pd.DataFrame(rows).assign(peak_gflop_per_s=peak)
+            table.to_csv(results_path("inference_context.csv", args), index=False)
             print(f"{name}: split {seed} done", flush=True)
-    table = pd.DataFrame(rows)
-    table["peak_gflop_per_s"] = peak
+    report(table, peak, args)
+
+
+def report(table: pd.DataFrame, peak: float, args) -> None:
+    """Write the summary and the figure; print the table, the differences and the choice."""
     summary = summarise(table, peak)
-    table.to_csv(results_path("inference_context.csv", args), index=False)
     summary.to_csv(results_path("inference_context_summary.csv", args), index=False)
     plot(summary, results_path("inference_context.png", args))
     pd.set_option("display.width", 250)

@@ -69,7 +69,7 @@ class ExpressionEncoder(nn.Module):
         n_heads: int = 4,
         n_levels: int = 32,
         n_context: int = 256,
-        n_inference_context: int = 1024,
+        n_inference_context: int = 256,
         dropout: float = 0.0,
         is_counts: bool = False,
         profile_fit: bool = True,
