@@ -58,7 +58,7 @@ class ValueScan(NamedTuple):
     empty_rows: np.ndarray
 
 
-def scan_values(matrix: Any, max_block_values: int = 4_000_000) -> ValueScan:
+def scan_values(matrix: Any, max_block_values: int = 1_000_000) -> ValueScan:
     """Scan every stored value of a dense, sparse or backed matrix, one block of rows at a time.
 
     Parameters

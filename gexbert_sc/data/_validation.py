@@ -101,6 +101,33 @@ def check_unique_names(adata: AnnData) -> None:
             raise ValueError(msg)
 
 
+def check_not_collection(adata: Any) -> None:
+    """Refuse an :class:`anndata.experimental.AnnCollection` (or scvi-tools' adapter of one).
+
+    scvi-tools' :class:`~scvi.dataloaders.CollectionAdapter` (1.4.2) exposes layers only,
+    without the membership test, ``shape`` and ``dtype`` a set-up reads, and stores every
+    adapter's registration in one class-wide ``uns``; several files are read instead as one
+    file concatenated on disk and opened backed (see :doc:`/performance`).
+
+    Raises
+    ------
+    TypeError
+        If ``adata`` is an ``AnnCollection`` or a ``CollectionAdapter``.
+    """
+    from anndata.experimental import AnnCollection
+    from scvi.dataloaders import CollectionAdapter
+
+    # `type`, not `isinstance`: the adapter reports `anndata.AnnData` as its `__class__`
+    if issubclass(type(adata), AnnCollection | CollectionAdapter):
+        msg = (
+            "GexBERT does not read an `AnnCollection` of several files; concatenate them on "
+            "disk, out of core, and read the result backed: "
+            "`anndata.experimental.concat_on_disk(paths, 'all.h5ad')`, then "
+            "`adata = anndata.read_h5ad('all.h5ad', backed='r')`."
+        )
+        raise TypeError(msg)
+
+
 def check_not_view(adata: AnnData) -> None:
     """Raise a :class:`ValueError` if ``adata`` is a view (set-up writes into the object)."""
     if getattr(adata, "is_view", False):
@@ -167,6 +194,7 @@ def check_expression_setup(
     layer, missing_layer, input_scale
         The setup arguments of the same names.
     """
+    check_not_collection(expression)
     check_not_view(expression)
     check_expression_matrix(expression, layer)
     check_unique_names(expression)
