@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
 
 from gexbert_sc._constants import REGISTRY_KEYS
@@ -218,6 +219,19 @@ class GexBERTTrainingPlan(TrainingPlan):
             '`precision="32-true"`, or check the data.'
         )
         raise RuntimeError(msg)
+
+    def compute_and_log_metrics(self, loss_output: LossOutput, metrics: dict, mode: str) -> None:
+        """Log scvi-tools' metrics and the module's extra metrics, under ``no_grad``.
+
+        scvi-tools runs this under :func:`torch.inference_mode`, so the tensors in which
+        Lightning accumulates the module's extra metrics (e.g. ``masked_mse_train``) become
+        inference tensors; with several processes (``strategy="ddp"``) Lightning's epoch-end
+        all-reduce updates them in place outside inference mode, which torch refuses
+        ("Inplace update to inference tensor outside InferenceMode"). ``no_grad`` keeps the
+        logged values out of the autograd graph as well.
+        """
+        with torch.no_grad():
+            TrainingPlan.compute_and_log_metrics.__wrapped__(self, loss_output, metrics, mode)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Compute and log the loss of a validation minibatch."""
