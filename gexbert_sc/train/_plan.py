@@ -173,6 +173,9 @@ class GexBERTTrainingPlan(TrainingPlan):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Compute and log the loss of a training minibatch; refuse a non-finite one.
 
+        With several processes (``strategy="ddp"``) the check is reduced over all of them,
+        so every process raises together rather than the others waiting for its gradients.
+
         Raises
         ------
         RuntimeError
@@ -180,8 +183,11 @@ class GexBERTTrainingPlan(TrainingPlan):
             are those after the last finite step).
         """
         loss = super().training_step(batch, batch_idx)
-        if not torch.isfinite(loss):
-            self._stop_non_finite(f"the training loss is {loss.item()}")
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss))):
+            found = f"the training loss is {loss.item()}"
+            if self.trainer.world_size > 1:
+                found += f" in process {self.global_rank}, not finite in at least one process"
+            self._stop_non_finite(found)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
