@@ -210,6 +210,9 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             (fewer than 10 samples), every sample is trained on (``train_size=1.0``).
         accelerator, devices
             Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``; devices and strategies).
+            Several devices or machines train with ``strategy="ddp"`` (``"ddp_notebook"`` in
+            a notebook) and ``num_nodes`` in ``trainer_kwargs``; ``batch_size`` is then per
+            process (see the distributed training page of the documentation).
         plan_kwargs
             Passed to :class:`~gexbert_sc.train.GexBERTTrainingPlan`.
         checkpoint_dir
