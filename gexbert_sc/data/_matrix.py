@@ -24,17 +24,6 @@ def registered_values(manager: Any) -> tuple[Any, Any | None]:
     return values, manager.get_from_registry(REGISTRY_KEYS.MISSING_KEY)
 
 
-def sample_values(matrix: Any, max_rows: int = 500, seed: int = 0) -> np.ndarray:
-    """Return the stored values of up to ``max_rows`` random rows as a flat float array."""
-    n_rows = matrix.shape[0]
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n_rows, size=min(n_rows, max_rows), replace=False))
-    block = matrix[rows]
-    if sp.issparse(block):
-        return np.asarray(block.data, dtype=np.float64)
-    return np.asarray(block, dtype=np.float64).ravel()
-
-
 def to_dense(values: Any) -> np.ndarray:
     """Return a sparse matrix or an array-like as a dense numpy array."""
     return values.toarray() if sp.issparse(values) else np.asarray(values)

@@ -63,12 +63,7 @@ class EncodingMixin:
             adata = view = self.reading_view(adata)
         adata = self._validate_anndata(adata)
         if view is not None:
-            layer = self.registry_["setup_args"].get("layer")
-            check_query_values(
-                registered_matrix(view, layer),
-                bool(self.module.input_is_counts),
-                matrix_name(layer),
-            )
+            self._check_query_values(view)
         try:
             yield from self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         finally:
@@ -78,6 +73,24 @@ class EncodingMixin:
             if view is not None:
                 store = self._per_instance_manager_store.get(self.id, {})
                 store.pop(view.uns.get(_SCVI_UUID_KEY), None)
+
+    def _check_query_values(self, adata: AnnData) -> None:
+        """Refuse a query with infinite values, or on another scale than the training data.
+
+        Parameters
+        ----------
+        adata
+            Query AnnData holding the registered layer (or ``X``).
+
+        Raises
+        ------
+        ValueError
+            See :func:`gexbert_sc.data._input_scale.check_query_values`.
+        """
+        layer = self.registry_["setup_args"].get("layer")
+        check_query_values(
+            registered_matrix(adata, layer), bool(self.module.input_is_counts), matrix_name(layer)
+        )
 
     def batch_size_for_memory(
         self,

@@ -12,8 +12,6 @@ from scvi.data._constants import _FIELD_REGISTRIES_KEY
 
 from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data._alignment import AlignmentReport, align_with_report
-from gexbert_sc.data._input_scale import check_query_values
-from gexbert_sc.data._validation import matrix_name, registered_matrix
 from gexbert_sc.model.base._base import GexBERTBase, _registered_genes, _saved_names
 from gexbert_sc.model.base._persistence import read_manifest, read_model_file
 
@@ -248,11 +246,7 @@ def _query_setup(reference: GexBERTBase, query: AnnData) -> dict[str, Any]:
         for key in ("layer", "batch_key", "labels_key", "missing_layer", "input_scale")
     }
     reference.reading_view(query)  # refuses a missing batch column or layer, unseen batches
-    check_query_values(
-        registered_matrix(query, setup["layer"]),
-        bool(reference.module.input_is_counts),
-        matrix_name(setup["layer"]),
-    )
+    reference._check_query_values(query)
     if setup["labels_key"] is not None and setup["labels_key"] not in query.obs:
         setup["labels_key"] = None
     if setup["input_scale"] is None:
