@@ -12,7 +12,8 @@ from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._rankings import ranked_names
 from gexbert_sc.data._validation import check_obs_key, measured_matrix, require_output
 from gexbert_sc.metrics._imputation import masked_rmse
-from gexbert_sc.model.base._checks import check_fraction, check_model, check_positive_integers
+from gexbert_sc.model.base import check_model
+from gexbert_sc.utils import check_fraction, check_positive_integers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

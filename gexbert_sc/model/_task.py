@@ -19,7 +19,7 @@ from gexbert_sc.model.base import (
     TrainingMixin,
     check_architecture,
 )
-from gexbert_sc.model.base._checks import check_fraction, check_positive_integers, is_finite_number
+from gexbert_sc.utils import check_fraction, check_positive_integers, is_finite_number
 
 if TYPE_CHECKING:
     from anndata import AnnData

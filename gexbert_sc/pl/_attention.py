@@ -13,14 +13,15 @@ import pandas as pd
 from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._rankings import ranked_names
 from gexbert_sc.data._validation import require_output
-from gexbert_sc.model.base._checks import check_positive_integers
-from gexbert_sc.pl._utils import savefig_or_show
+from gexbert_sc.pl._utils import DOC_AX_SHOW_SAVE, savefig_or_show
+from gexbert_sc.utils import check_positive_integers, doc_params
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
 
 
+@doc_params(ax_show_save=DOC_AX_SHOW_SAVE)
 def rank_genes_attention(
     adata: AnnData,
     key: str = OUTPUT_KEYS.RANK_ATTENTION,
@@ -51,16 +52,7 @@ def rank_genes_attention(
         Top genes taken from each group.
     cmap
         Colour map of the scores (centred on 0).
-    ax
-        Axes to draw on (default: a new figure).
-    show
-        Show the figure (``None``: show unless ``save`` is given, in an interactive session).
-    save
-        Path to save the figure to (the format follows the suffix).
-
-    Returns
-    -------
-    The matplotlib ``Axes``, unless the figure was shown.
+    {ax_show_save}
 
     Raises
     ------

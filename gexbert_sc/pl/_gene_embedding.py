@@ -14,13 +14,15 @@ import scanpy as sc
 
 from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._validation import require_output
-from gexbert_sc.pl._utils import savefig_or_show
+from gexbert_sc.pl._utils import DOC_AX_SHOW_SAVE, savefig_or_show
+from gexbert_sc.utils import doc_params
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
 
 
+@doc_params(ax_show_save=DOC_AX_SHOW_SAVE)
 def gene_embedding_umap(
     adata: AnnData,
     key: str = OUTPUT_KEYS.GENE_EMBEDDING,
@@ -54,16 +56,7 @@ def gene_embedding_umap(
         Neighbours of the gene graph.
     seed
         Seed of the UMAP layout.
-    ax
-        Axes to draw on (default: a new figure).
-    show
-        Show the figure (``None``: show unless ``save`` is given, in an interactive session).
-    save
-        Path to save the figure to (the format follows the suffix).
-
-    Returns
-    -------
-    The matplotlib ``Axes``, unless the figure was shown.
+    {ax_show_save}
 
     Raises
     ------

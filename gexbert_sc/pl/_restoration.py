@@ -13,8 +13,8 @@ from scipy.stats import pearsonr
 from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._matrix import to_dense
 from gexbert_sc.data._validation import require_output
-from gexbert_sc.model.base._checks import check_positive_integers
-from gexbert_sc.pl._utils import savefig_or_show
+from gexbert_sc.pl._utils import DOC_AX_SHOW_SAVE, savefig_or_show
+from gexbert_sc.utils import check_positive_integers, doc_params
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
+@doc_params(ax_show_save=DOC_AX_SHOW_SAVE)
 def restoration_scatter(
     adata: AnnData,
     truth: AnnData | npt.ArrayLike | str,
@@ -60,16 +61,7 @@ def restoration_scatter(
         Entries drawn at most.
     seed
         Seed of the drawn entries.
-    ax
-        Axes to draw on (default: a new figure).
-    show
-        Show the figure (``None``: show unless ``save`` is given, in an interactive session).
-    save
-        Path to save the figure to (the format follows the suffix).
-
-    Returns
-    -------
-    The matplotlib ``Axes``, unless the figure was shown.
+    {ax_show_save}
 
     Raises
     ------

@@ -14,8 +14,8 @@ from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._survival import survival_data
 from gexbert_sc.data._validation import check_obs_key
 from gexbert_sc.metrics import logrank_pvalue
-from gexbert_sc.model.base._checks import is_integer
-from gexbert_sc.pl._utils import savefig_or_show
+from gexbert_sc.pl._utils import DOC_AX_SHOW_SAVE, savefig_or_show
+from gexbert_sc.utils import doc_params, is_integer
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -45,6 +45,7 @@ def risk_groups(risk: pd.Series, n_groups: int) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=names)
 
 
+@doc_params(ax_show_save=DOC_AX_SHOW_SAVE)
 def kaplan_meier(
     adata: AnnData,
     risk_key: str = OUTPUT_KEYS.RISK,
@@ -75,16 +76,7 @@ def kaplan_meier(
         ``obs`` column of event indicators (boolean or 0/1).
     n_groups
         Number of risk groups (at least 2).
-    ax
-        Axes to draw on (default: a new figure).
-    show
-        Show the figure (``None``: show unless ``save`` is given, in an interactive session).
-    save
-        Path to save the figure to (the format follows the suffix).
-
-    Returns
-    -------
-    The matplotlib ``Axes``, unless the figure was shown.
+    {ax_show_save}
 
     Raises
     ------

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 
-from gexbert_sc.model.base._checks import check_model
-from gexbert_sc.pl._utils import savefig_or_show
+from gexbert_sc.model.base import check_model
+from gexbert_sc.pl._utils import DOC_AX_SHOW_SAVE, savefig_or_show
+from gexbert_sc.utils import doc_params
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 LOSS_KEYS = ("train_loss", "validation_loss")
 
 
+@doc_params(ax_show_save=DOC_AX_SHOW_SAVE)
 def loss_curves(
     model: GexBERTBase,
     keys: Sequence[str] = LOSS_KEYS,
@@ -37,16 +39,7 @@ def loss_curves(
     keys
         Entries of ``model.history`` to draw (those the history lacks are skipped, e.g.
         ``validation_loss`` after ``train_size=1.0``).
-    ax
-        Axes to draw on (default: a new figure).
-    show
-        Show the figure (``None``: show unless ``save`` is given, in an interactive session).
-    save
-        Path to save the figure to (the format follows the suffix).
-
-    Returns
-    -------
-    The matplotlib ``Axes``, unless the figure was shown.
+    {ax_show_save}
 
     Raises
     ------

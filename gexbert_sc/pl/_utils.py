@@ -7,6 +7,20 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
+#: The ``ax``, ``show`` and ``save`` parameters and the return value of every plotting
+#: function, filled into their docstrings by :func:`gexbert_sc.utils.doc_params`.
+DOC_AX_SHOW_SAVE = """\
+ax
+        Axes to draw on (default: a new figure).
+    show
+        Show the figure (``None``: show unless ``save`` is given, in an interactive session).
+    save
+        Path to save the figure to (the format follows the suffix).
+
+    Returns
+    -------
+    The matplotlib ``Axes``, unless the figure was shown."""
+
 
 def savefig_or_show(ax: Axes, show: bool | None, save: str | Path | None) -> Axes | None:
     """Save the figure of ``ax`` and/or show it; return ``ax`` unless it was shown.

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._rankings import ATTENTION_METHOD, MEAN_METHOD, rankings_uns
 from gexbert_sc.data._validation import check_expression_matrix, check_obs_key, registered_matrix
-from gexbert_sc.model.base._checks import check_model
+from gexbert_sc.model.base import check_model
 from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:

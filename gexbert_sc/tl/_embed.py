@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from gexbert_sc._constants import OUTPUT_KEYS
-from gexbert_sc.model.base._checks import check_model
+from gexbert_sc.model.base import check_model
 from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from gexbert_sc._constants import OUTPUT_KEYS
-from gexbert_sc.model.base._checks import check_model, check_positive_integers
+from gexbert_sc.model.base import check_model
 from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
+from gexbert_sc.utils import check_positive_integers
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from gexbert_sc._constants import OUTPUT_KEYS, QUERY_CHUNK_SIZE
 from gexbert_sc.data._columns import is_sparse_like, take_columns
 from gexbert_sc.data._validation import measured_matrix, registered_matrix
-from gexbert_sc.model.base._checks import check_model
+from gexbert_sc.model.base import check_model
 from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from gexbert_sc._constants import OUTPUT_KEYS
-from gexbert_sc.model.base._checks import check_model
+from gexbert_sc.model.base import check_model
 from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
 
 if TYPE_CHECKING:

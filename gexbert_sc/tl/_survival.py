@@ -13,8 +13,9 @@ from gexbert_sc.data._matrix import to_dense
 from gexbert_sc.data._survival import survival_data
 from gexbert_sc.data._validation import check_expression_matrix, registered_matrix
 from gexbert_sc.metrics import cox_score_test
-from gexbert_sc.model.base._checks import check_model, check_positive_integers
+from gexbert_sc.model.base import check_model
 from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
+from gexbert_sc.utils import check_positive_integers
 
 if TYPE_CHECKING:
     from anndata import AnnData

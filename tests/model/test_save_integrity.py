@@ -16,11 +16,8 @@ import torch
 from helpers import TINY_MODEL, make_counts_adata
 
 from gexbert_sc import GexBERT, GexBERTClassifier, __version__
-from gexbert_sc.model.base._persistence import (
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    replace_directory,
-)
+from gexbert_sc.utils import FORMAT_VERSION, MANIFEST_NAME, replace_directory
+from gexbert_sc.utils._atomic import remove_stale_siblings
 
 LEGACY = Path(__file__).parents[1] / "fixtures" / "saved_models" / "gexbert_0.1.0"
 
@@ -315,3 +312,22 @@ def test_legacy_directory_loads_and_is_left_as_it_was():
     loaded = GexBERT.load(LEGACY, adata=False)
     assert loaded.hparams["d_model"] == TINY_MODEL["d_model"]
     assert sorted(p.name for p in LEGACY.iterdir()) == before  # no manifest is added
+
+
+def test_the_staging_directory_of_an_exited_unreaped_process_is_removed(tmp_path):
+    """A killed saver that nobody reaped (a zombie) no longer runs: its leftovers go."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        stat = Path(f"/proc/{pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        staging = tmp_path / f".model.saving-{pid}-0123abcd"
+        staging.mkdir()
+        remove_stale_siblings(tmp_path / "model")
+        assert not staging.exists()
+    finally:
+        os.waitpid(pid, 0)

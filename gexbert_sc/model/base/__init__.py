@@ -2,8 +2,9 @@
 
 from gexbert_sc.model.base._attention import AttentionMethod, AttentionMixin
 from gexbert_sc.model.base._base import GexBERTBase
-from gexbert_sc.model.base._checks import check_architecture
 from gexbert_sc.model.base._encoding import EncodingMixin
+from gexbert_sc.model.base._hparams import check_architecture
+from gexbert_sc.model.base._model_check import check_model
 from gexbert_sc.model.base._query import QueryMixin
 from gexbert_sc.model.base._restoration import Imputation, RestorationMixin
 from gexbert_sc.model.base._training import TrainingMixin, default_max_epochs
@@ -18,5 +19,6 @@ __all__ = [
     "RestorationMixin",
     "TrainingMixin",
     "check_architecture",
+    "check_model",
     "default_max_epochs",
 ]

@@ -11,7 +11,7 @@ import torch
 
 from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.data._validation import check_obs_key
-from gexbert_sc.model.base._checks import is_finite_number
+from gexbert_sc.utils import is_finite_number
 
 if TYPE_CHECKING:
     from anndata import AnnData

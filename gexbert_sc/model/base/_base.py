@@ -25,19 +25,21 @@ from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data import check_var_names, fit_expression_statistics, resolve_input_scale
 from gexbert_sc.data._matrix import registered_values
 from gexbert_sc.data._validation import check_obs_key, expression_data
-from gexbert_sc.model.base._persistence import (
-    MANIFEST_NAME,
-    atomic_directory,
+from gexbert_sc.model.base._saved_model import (
     check_loaded,
     check_model_class,
     describe_statistics,
-    read_manifest,
     read_model_file,
+)
+from gexbert_sc.module import GexBERTModule
+from gexbert_sc.utils import (
+    MANIFEST_NAME,
+    atomic_directory,
+    read_manifest,
     recover_replaced,
     verify_files,
     write_manifest,
 )
-from gexbert_sc.module import GexBERTModule
 
 if TYPE_CHECKING:
     from typing import Self

@@ -13,7 +13,8 @@ from scvi.data._constants import _FIELD_REGISTRIES_KEY
 from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data._alignment import AlignmentReport, align_with_report
 from gexbert_sc.model.base._base import GexBERTBase, _registered_genes, _saved_names
-from gexbert_sc.model.base._persistence import read_manifest, read_model_file
+from gexbert_sc.model.base._saved_model import read_model_file
+from gexbert_sc.utils import read_manifest
 
 if TYPE_CHECKING:
     from typing import Self

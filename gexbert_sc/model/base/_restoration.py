@@ -12,7 +12,7 @@ import torch
 
 from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE, REGISTRY_KEYS
 from gexbert_sc.data._normalization import to_input_scale
-from gexbert_sc.model.base._checks import check_positive_integers, is_integer
+from gexbert_sc.utils import check_positive_integers, is_integer
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -15,7 +15,6 @@ import scvi
 import torch
 from scvi.model.base import UnsupervisedTrainingMixin
 
-from gexbert_sc.model.base._checks import check_positive_integers, is_finite_number
 from gexbert_sc.train import (
     AtomicCheckpoint,
     GexBERTTrainingPlan,
@@ -24,6 +23,7 @@ from gexbert_sc.train import (
     resolve_precision,
 )
 from gexbert_sc.train._checkpoint import CheckpointingTrainRunner
+from gexbert_sc.utils import check_positive_integers, is_finite_number
 
 logger = logging.getLogger(__name__)
 

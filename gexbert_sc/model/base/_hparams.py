@@ -1,75 +1,12 @@
-"""Checks of arguments (hyper-parameters, models), run before any computation."""
+"""Checks of the GexBERT hyper-parameters, run before any computation."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-
-def is_integer(value: Any) -> bool:
-    """Whether ``value`` is a Python or numpy integer (``bool`` is not).
-
-    Parameters
-    ----------
-    value
-        The value to test.
-
-    Returns
-    -------
-    ``True`` for integers.
-    """
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def is_finite_number(value: Any) -> bool:
-    """Whether ``value`` is a finite real number, integer or float (``bool`` is not).
-
-    Parameters
-    ----------
-    value
-        The value to test.
-
-    Returns
-    -------
-    ``True`` for finite numbers.
-    """
-    is_real = isinstance(value, int | float | np.integer | np.floating)
-    return is_real and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_positive_integers(**values: Any) -> None:
-    """Raise a :class:`ValueError` naming the first argument that is not a positive integer.
-
-    Parameters
-    ----------
-    **values
-        Argument names and values.
-    """
-    for name, value in values.items():
-        if not is_integer(value) or value < 1:
-            msg = f"`{name}` must be a positive integer, got {value!r}."
-            raise ValueError(msg)
-
-
-def check_fraction(name: str, value: Any, *, closed_low: bool) -> None:
-    """Raise a :class:`ValueError` unless ``value`` is in ``[0, 1)`` (``closed_low``) or ``(0, 1)``.
-
-    Parameters
-    ----------
-    name
-        Argument name, for the message.
-    value
-        The value to check.
-    closed_low
-        Whether 0 is allowed.
-    """
-    in_range = is_finite_number(value) and (value >= 0 if closed_low else value > 0) and value < 1
-    if not in_range:
-        interval = "[0, 1)" if closed_low else "(0, 1)"
-        msg = f"`{name}` must be in {interval}, got {value!r}."
-        raise ValueError(msg)
+from gexbert_sc.utils import check_fraction, check_positive_integers, is_finite_number, is_integer
 
 
 def check_withhold_range(withhold_range: Any) -> None:
@@ -156,32 +93,3 @@ def check_architecture(
     if seed is not None and not is_integer(seed):
         msg = f"`seed` must be an integer or None, got {seed!r}."
         raise ValueError(msg)
-
-
-def check_model(model: Any, model_cls: type | None = None) -> None:
-    """Raise unless ``model`` is a trained model of ``model_cls`` (default: the GexBERT family).
-
-    Parameters
-    ----------
-    model
-        The ``model`` argument of a writer.
-    model_cls
-        The model class the writer needs.
-
-    Raises
-    ------
-    TypeError
-        If ``model`` is not an instance of ``model_cls``.
-    RuntimeError
-        If it is not trained.
-    """
-    from gexbert_sc.model import GexBERTBase
-
-    model_cls = GexBERTBase if model_cls is None else model_cls
-    if not isinstance(model, model_cls):
-        expected = "gexbert_sc.GexBERT" if model_cls is GexBERTBase else model_cls.__name__
-        msg = f"`model` must be a {expected}, got {type(model).__name__}."
-        raise TypeError(msg)
-    model._check_if_trained(
-        message=f"`model` ({type(model).__name__}) is not trained yet; run `model.train()` first."
-    )
