@@ -211,8 +211,7 @@ class GexBERTClassifier(GexBERTTaskModel):
             Without a labels column, with labels that are missing (NaN), or with fewer than
             two classes among the labelled samples.
         """
-        gexbert_model._check_if_trained(warn=False)
-        adata = gexbert_model.adata if adata is None else adata
+        adata = cls._task_data(gexbert_model, adata)
         if labels_key is None:
             labels_key = gexbert_model.registry_["setup_args"].get("labels_key")
         if labels_key is None:
@@ -223,13 +222,13 @@ class GexBERTClassifier(GexBERTTaskModel):
             raise ValueError(msg)
         check_obs_key(adata, labels_key, "labels_key")
         _check_labels(adata.obs[labels_key], labels_key, unlabeled_category)
-        cls.setup_anndata(
+        cls._setup_on_pretrained(
+            gexbert_model,
             adata,
             labels_key=labels_key,
             unlabeled_category=(
                 DEFAULT_UNLABELED if unlabeled_category is None else unlabeled_category
             ),
-            **cls._expression_setup(gexbert_model),
         )
         return cls._from_pretrained(gexbert_model, adata, **classifier_kwargs)
 

@@ -170,11 +170,8 @@ class GexBERTSurvival(GexBERTTaskModel):
         -------
         The untrained survival model.
         """
-        gexbert_model._check_if_trained(warn=False)
-        adata = gexbert_model.adata if adata is None else adata
-        cls.setup_anndata(
-            adata, time_key=time_key, event_key=event_key, **cls._expression_setup(gexbert_model)
-        )
+        adata = cls._task_data(gexbert_model, adata)
+        cls._setup_on_pretrained(gexbert_model, adata, time_key=time_key, event_key=event_key)
         return cls._from_pretrained(gexbert_model, adata, **survival_kwargs)
 
     # ------------------------------------------------------------------ prediction

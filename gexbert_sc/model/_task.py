@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -91,12 +92,65 @@ class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
         }
         super().__init__(adata, registry, seed=seed, module_kwargs={**architecture, **head})
 
-    @staticmethod
-    def _expression_setup(gexbert_model: GexBERTBase) -> dict[str, Any]:
-        """Return the pretrained model's expression set-up arguments (layer, batches, ...)."""
-        setup = gexbert_model.registry_["setup_args"]
-        defaults = {"input_scale": "auto"}
-        return {key: setup.get(key, defaults.get(key)) for key in EXPRESSION_SETUP_ARGS}
+    @classmethod
+    def _task_data(cls, gexbert_model: GexBERTBase, adata: AnnData | None) -> AnnData:
+        """Return the AnnData a task model is set up on: ``adata``, else the pretrained one's.
+
+        Raises
+        ------
+        RuntimeError
+            If the pretrained model is not trained.
+        ValueError
+            If ``adata`` is ``None`` and the pretrained model was set up with a MuData (a task
+            model is set up with an AnnData).
+        """
+        gexbert_model._check_if_trained(warn=False)
+        if adata is not None:
+            return adata
+        if not isinstance(gexbert_model.adata, ad.AnnData):
+            msg = (
+                f"The pretrained model was set up with a {type(gexbert_model.adata).__name__}; "
+                f"a {cls.__name__} is set up with an AnnData: pass `adata=`, e.g. the "
+                "expression modality with the batch and task columns in its `obs`."
+            )
+            raise ValueError(msg)
+        return gexbert_model.adata
+
+    @classmethod
+    def _setup_on_pretrained(
+        cls, gexbert_model: GexBERTBase, adata: AnnData, **task_setup: Any
+    ) -> None:
+        """Set up the data of a task model as the pretrained model read its own data.
+
+        The pretrained model's layer, missing layer, batch column and scale are used, and its
+        batch codes are transferred (as ``SCANVI.from_scvi_model`` does through the
+        registry): the batch embedding is indexed by them, so data holding some of the
+        batches, or others in equal number, must not get codes of their own.
+
+        Parameters
+        ----------
+        gexbert_model
+            The trained pretrained model.
+        adata
+            AnnData of the task (:meth:`_task_data`).
+        **task_setup
+            The task's own ``setup_anndata`` arguments (labels, survival columns).
+
+        Raises
+        ------
+        ValueError
+            If ``adata`` holds batches the pretrained model never saw, or values on another
+            scale than its training data. Every check runs before ``adata`` is touched.
+        KeyError
+            If ``adata`` lacks the batch column or a layer the pretrained model reads.
+        """
+        if adata is not gexbert_model.adata:
+            gexbert_model.reading_view(adata)  # the batch column, layers and batches
+            gexbert_model._check_query_values(adata)
+        setup = {key: gexbert_model.expression_setup[key] for key in EXPRESSION_SETUP_ARGS}
+        cls.setup_anndata(
+            adata, **task_setup, **setup, source_registry=gexbert_model.batch_registry()
+        )
 
     def _head_outputs(
         self,

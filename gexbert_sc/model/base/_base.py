@@ -15,7 +15,7 @@ import pandas as pd
 import scvi
 import torch
 from scvi.data import AnnDataManager
-from scvi.data._constants import _MODEL_NAME_KEY
+from scvi.data._constants import _FIELD_REGISTRIES_KEY, _MODEL_NAME_KEY
 from scvi.data._download import _download
 from scvi.data.fields import BaseAnnDataField
 from scvi.model.base import BaseModelClass
@@ -250,6 +250,73 @@ class GexBERTBase(BaseModelClass):
         """
         return expression_data(data, self.registry_["setup_args"])
 
+    @property
+    def expression_setup(self) -> dict[str, Any]:
+        """The expression set-up in the terms of :meth:`~gexbert_sc.GexBERT.setup_anndata`.
+
+        The same keys whether the model was set up with an AnnData or a MuData, so that an
+        AnnData of the same genes can be read, or set up for a task model, like the data the
+        model was trained on.
+
+        Returns
+        -------
+        ``layer`` (a MuData set-up's ``rna_layer``), ``batch_key``, ``labels_key``,
+        ``missing_layer`` and ``input_scale``: the scale the model reads, ``"counts"`` or
+        ``"log"`` (never ``"auto"``: it is read from the trained module).
+        """
+        setup = self.registry_["setup_args"]
+        return {
+            "layer": setup.get("layer", setup.get("rna_layer")),
+            "batch_key": setup.get("batch_key"),
+            "labels_key": setup.get("labels_key"),
+            "missing_layer": setup.get("missing_layer"),
+            "input_scale": "counts" if bool(self.module.input_is_counts) else "log",
+        }
+
+    def check_batches(self, adata: AnnData) -> None:
+        """Refuse an AnnData whose batches the model cannot read.
+
+        Parameters
+        ----------
+        adata
+            AnnData to read, or to set up for a model built on this one.
+
+        Raises
+        ------
+        KeyError
+            If the model was set up with a batch column that ``adata.obs`` lacks.
+        ValueError
+            If ``adata`` holds batches the model was not trained on (named): their batch
+            embeddings do not exist.
+        """
+        batch_key = self.expression_setup["batch_key"]
+        check_obs_key(adata, batch_key, "batch_key")
+        if batch_key is None:
+            return
+        known = self._registered_categories(REGISTRY_KEYS.BATCH_KEY)
+        unseen = sorted(set(map(str, adata.obs[batch_key])) - set(map(str, known)))
+        if unseen:
+            msg = (
+                f"`adata.obs[{batch_key!r}]` has batches the model was not trained on: "
+                f"{unseen[:5]}; it knows {list(known)}."
+            )
+            raise ValueError(msg)
+
+    def batch_registry(self) -> dict[str, Any]:
+        """Return this model's expression and batch fields, as a registry to transfer.
+
+        Passed as ``source_registry`` to a set-up, it gives the new data this model's batch
+        codes (which the batch embedding is indexed by) and checks its number of genes; the
+        other fields (labels, survival columns) are registered afresh.
+
+        Returns
+        -------
+        ``{"field_registries": {...}}`` with the expression and batch fields.
+        """
+        fields = self.registry_[_FIELD_REGISTRIES_KEY]
+        kept = (REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.BATCH_KEY)
+        return {_FIELD_REGISTRIES_KEY: {key: fields[key] for key in kept}}
+
     def reading_view(self, adata: AnnData) -> AnnData:
         """Return a new AnnData that shares ``adata``'s values and batches, and nothing else.
 
@@ -270,29 +337,20 @@ class GexBERTBase(BaseModelClass):
         The view, with the registered layer (or ``X``), missing layer, batch column and
         placeholder columns.
         """
-        setup = self.registry_["setup_args"]
-        batch_key = setup.get("batch_key")
-        check_obs_key(adata, batch_key, "batch_key")
+        setup = self.expression_setup
+        self.check_batches(adata)
         obs = pd.DataFrame(index=adata.obs_names.copy())
-        if batch_key is not None:
-            obs[batch_key] = adata.obs[batch_key].to_numpy()
-            known = self._registered_categories(REGISTRY_KEYS.BATCH_KEY)
-            unseen = sorted(set(map(str, obs[batch_key])) - set(map(str, known)))
-            if unseen:
-                msg = (
-                    f"`adata.obs[{batch_key!r}]` has batches the model was not trained on: "
-                    f"{unseen[:5]}; it knows {list(known)}."
-                )
-                raise ValueError(msg)
+        if setup["batch_key"] is not None:
+            obs[setup["batch_key"]] = adata.obs[setup["batch_key"]].to_numpy()
         for key, value in self._placeholder_obs().items():
             obs[key] = value
-        layer_names = [name for name in (setup.get("layer"), setup.get("missing_layer")) if name]
+        layer_names = [name for name in (setup["layer"], setup["missing_layer"]) if name]
         for name in layer_names:
             if name not in adata.layers:
                 msg = f"`adata.layers` has no {name!r}, which the model was set up with."
                 raise KeyError(msg)
         layers = {name: adata.layers[name] for name in layer_names}
-        x = adata.X if setup.get("layer") is None else None
+        x = adata.X if setup["layer"] is None else None
         return ad.AnnData(X=x, obs=obs, var=adata.var[[]].copy(), layers=layers)
 
     def _placeholder_obs(self) -> dict[str, Any]:

@@ -87,7 +87,7 @@ class EncodingMixin:
         ValueError
             See :func:`gexbert_sc.data._input_scale.check_query_values`.
         """
-        layer = self.registry_["setup_args"].get("layer")
+        layer = self.expression_setup["layer"]
         check_query_values(
             registered_matrix(adata, layer), bool(self.module.input_is_counts), matrix_name(layer)
         )

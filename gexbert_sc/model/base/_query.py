@@ -8,9 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import pandas as pd
-from scvi.data._constants import _FIELD_REGISTRIES_KEY
 
-from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data._alignment import AlignmentReport, align_with_report
 from gexbert_sc.model.base._base import GexBERTBase, _registered_genes, _saved_names
 from gexbert_sc.model.base._saved_model import read_model_file
@@ -144,7 +142,7 @@ class QueryMixin:
         else:
             query = align_with_report(adata, reference, var_key=var_key)[0]
         setup = _query_setup(reference, query)
-        cls.setup_anndata(query, source_registry=_batch_registry(reference), **setup)
+        cls.setup_anndata(query, source_registry=reference.batch_registry(), **setup)
         model = cls._from_pretrained(reference, query)
         frozen = set(model.module.encoder_parameter_names) if freeze_encoder else set()
         for name, parameter in model.module.named_parameters():
@@ -203,18 +201,6 @@ def _reference_model(cls: type, reference: Any) -> GexBERTBase:
     return reference
 
 
-def _batch_registry(reference: GexBERTBase) -> dict[str, Any]:
-    """Return the reference's expression and batch fields, as a registry to transfer.
-
-    The query then gets the reference's batch codes (which the batch embedding is indexed
-    by) and is checked to have its number of genes; its labels, which the model does not
-    learn from, are registered afresh (they may be absent or new).
-    """
-    fields = reference.registry_[_FIELD_REGISTRIES_KEY]
-    kept = (REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.BATCH_KEY)
-    return {_FIELD_REGISTRIES_KEY: {key: fields[key] for key in kept}}
-
-
 def _check_anndata(adata: Any) -> None:
     """Raise a :class:`TypeError` unless ``adata`` is an AnnData."""
     if not isinstance(adata, ad.AnnData):
@@ -242,14 +228,9 @@ def _query_setup(reference: GexBERTBase, query: AnnData) -> dict[str, Any]:
             "with `prepare_query_anndata` as it is."
         )
         raise ValueError(msg)
-    setup = {
-        key: reference.registry_["setup_args"].get(key)
-        for key in ("layer", "batch_key", "labels_key", "missing_layer", "input_scale")
-    }
+    setup = reference.expression_setup
     reference.reading_view(query)  # refuses a missing batch column or layer, unseen batches
     reference._check_query_values(query)
     if setup["labels_key"] is not None and setup["labels_key"] not in query.obs:
         setup["labels_key"] = None
-    if setup["input_scale"] is None:
-        setup["input_scale"] = "auto"
     return setup
