@@ -63,3 +63,49 @@ def test_setup_mudata_refuses_missing_modality_argument():
         GexBERT.setup_mudata(mdata, modalities={"rna_layer": "gex"})
     with pytest.raises(KeyError, match="batch_key='nope'"):
         GexBERT.setup_mudata(mdata, batch_key="nope", modalities={"rna_layer": "rna"})
+
+
+def test_a_mudata_model_reads_an_anndata_query_of_the_same_genes(mdata_model):
+    mdata, model = mdata_model
+    query = mdata.mod["rna"].copy()
+    query.obs["batch"] = mdata.obs["batch"].to_numpy()
+    before = query.copy()
+    np.testing.assert_allclose(
+        model.get_latent_representation(query), model.get_latent_representation(), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        model.get_imputed_expression(query), model.get_imputed_expression(), atol=1e-4, rtol=1e-5
+    )
+    assert list(query.obs) == list(before.obs)  # nothing registered in the user's object
+
+
+def test_an_anndata_model_reads_a_mudata_query_through_its_expression_modality():
+    rna = make_counts_adata(n_obs=40, n_vars=20, seed=4)
+    GexBERT.setup_anndata(rna, batch_key="batch")
+    model = GexBERT(rna, **TINY_MODEL)
+    model.train(**TINY_TRAIN)
+    query_rna = rna.copy()
+    for key in [k for k in query_rna.obs if k.startswith("_scvi")]:
+        del query_rna.obs[key]
+    other = query_rna[:, :3].copy()
+    other.var_names = ["p0", "p1", "p2"]
+    query = mudata.MuData({"rna": query_rna, "prot": other})
+    np.testing.assert_allclose(
+        model.get_latent_representation(query), model.get_latent_representation(), atol=1e-5
+    )
+    # no modality with the model's genes: refused with the modalities named
+    with pytest.raises(ValueError, match=r"no modality.*\['prot'\]"):
+        model.get_latent_representation(mudata.MuData({"prot": other}))
+
+
+def test_a_mudata_model_on_a_layer_reads_that_layer_of_an_anndata_query():
+    rna = make_counts_adata(n_obs=40, n_vars=20, seed=5)
+    rna.layers["counts"] = rna.X.copy()
+    rna.X = np.log1p(rna.X)
+    mdata = mudata.MuData({"rna": rna})
+    GexBERT.setup_mudata(mdata, rna_layer="counts", modalities={"rna_layer": "rna"})
+    model = GexBERT(mdata, **TINY_MODEL)
+    model.train(**TINY_TRAIN)
+    np.testing.assert_allclose(
+        model.get_latent_representation(rna.copy()), model.get_latent_representation(), atol=1e-5
+    )

@@ -310,15 +310,31 @@ def test_load_query_data_refuses_another_model_class(reference):
         GexBERT.load_query_data(_query(), classifier)
 
 
-def test_load_query_data_refuses_a_mudata_reference():
+def test_load_query_data_maps_an_anndata_query_onto_a_mudata_reference():
+    """A reference set up with a MuData (on a layer, with batches) takes an AnnData query."""
     import mudata
 
-    mdata = mudata.MuData({"rna": make_counts_adata()})
-    GexBERT.setup_mudata(mdata, modalities={"rna_layer": "rna"})
+    rna = make_counts_adata()
+    rna.layers["counts"] = rna.X.copy()
+    rna.X = np.log1p(rna.X)
+    mdata = mudata.MuData({"rna": rna})
+    mdata.obs["batch"] = rna.obs["batch"].to_numpy()
+    GexBERT.setup_mudata(
+        mdata, rna_layer="counts", batch_key="batch", modalities={"rna_layer": "rna"}
+    )
     model = GexBERT(mdata, **TINY_MODEL)
     model.train(**ONE_EPOCH)
-    with pytest.raises(ValueError, match="`reference` was set up with a MuData"):
-        GexBERT.load_query_data(_query(), model)
+    query = rna[:, ::-1].copy()  # other gene order: aligned into a copy
+    query.obs = query.obs[["batch"]].copy()
+    query.obs["batch"] = pd.Categorical(["b"] * query.n_obs)
+    mapped = GexBERT.load_query_data(query, model)
+    assert mapped.registry_["setup_args"]["layer"] == "counts"
+    assert list(mapped._registered_categories("batch")) == ["a", "b"]
+    read = next(mapped.minibatches(batch_size=query.n_obs))
+    np.testing.assert_array_equal(read["X"].numpy(), rna.layers["counts"])  # model's gene order
+    np.testing.assert_array_equal(read["batch"].numpy().ravel(), np.ones(query.n_obs))
+    mapped.train(**ONE_EPOCH)
+    assert np.isfinite(mapped.get_latent_representation()).all()
 
 
 def test_load_query_data_on_a_reference_without_batches(trained_model):

@@ -24,7 +24,8 @@ from scvi.model.base._constants import SAVE_KEYS
 from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data import check_var_names, fit_expression_statistics, resolve_input_scale
 from gexbert_sc.data._matrix import registered_values
-from gexbert_sc.data._validation import check_obs_key, expression_data
+from gexbert_sc.data._validation import expression_data
+from gexbert_sc.model.base._reading import query_expression, query_obs_column, registered_layout
 from gexbert_sc.model.base._saved_model import (
     check_loaded,
     check_model_class,
@@ -241,14 +242,20 @@ class GexBERTBase(BaseModelClass):
         Parameters
         ----------
         data
-            An AnnData (returned as is) or a MuData laid out as the model's (its expression
-            modality is returned).
+            An AnnData (returned as is) or a MuData: its expression modality (the one the
+            model was set up with, or for a model set up with an AnnData, the one modality
+            with the model's genes in its order).
 
         Returns
         -------
-        The AnnData whose ``layers`` receive restored values.
+        The AnnData whose values are read and whose ``layers`` receive restored values.
+
+        Raises
+        ------
+        KeyError, ValueError
+            If a MuData has no such modality (its modalities are named).
         """
-        return expression_data(data, self.registry_["setup_args"])
+        return query_expression(data, self.registry_["setup_args"], self.var_names)
 
     @property
     def expression_setup(self) -> dict[str, Any]:
@@ -273,34 +280,39 @@ class GexBERTBase(BaseModelClass):
             "input_scale": "counts" if bool(self.module.input_is_counts) else "log",
         }
 
-    def check_batches(self, adata: AnnData) -> None:
-        """Refuse an AnnData whose batches the model cannot read.
+    def check_batches(self, data: AnnData | MuData) -> None:
+        """Refuse data whose batches the model cannot read.
 
         Parameters
         ----------
-        adata
-            AnnData to read, or to set up for a model built on this one.
+        data
+            AnnData or MuData to read, or to set up for a model built on this one.
 
         Raises
         ------
         KeyError
-            If the model was set up with a batch column that ``adata.obs`` lacks.
+            If the model was set up with a batch column that ``data`` lacks.
         ValueError
-            If ``adata`` holds batches the model was not trained on (named): their batch
+            If ``data`` holds batches the model was not trained on (named): their batch
             embeddings do not exist.
         """
+        self._batches(data)
+
+    def _batches(self, data: AnnData | MuData) -> pd.Series | None:
+        """Return the checked batch column of ``data`` (``None`` for a model without batches)."""
         batch_key = self.expression_setup["batch_key"]
-        check_obs_key(adata, batch_key, "batch_key")
         if batch_key is None:
-            return
+            return None
+        batches = query_obs_column(data, self.expression_of(data), batch_key, "batch_key")
         known = self._registered_categories(REGISTRY_KEYS.BATCH_KEY)
-        unseen = sorted(set(map(str, adata.obs[batch_key])) - set(map(str, known)))
+        unseen = sorted(set(map(str, batches)) - set(map(str, known)))
         if unseen:
             msg = (
                 f"`adata.obs[{batch_key!r}]` has batches the model was not trained on: "
                 f"{unseen[:5]}; it knows {list(known)}."
             )
             raise ValueError(msg)
+        return batches
 
     def batch_registry(self) -> dict[str, Any]:
         """Return this model's expression and batch fields, as a registry to transfer.
@@ -317,20 +329,23 @@ class GexBERTBase(BaseModelClass):
         kept = (REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.BATCH_KEY)
         return {_FIELD_REGISTRIES_KEY: {key: fields[key] for key in kept}}
 
-    def reading_view(self, adata: AnnData) -> AnnData:
-        """Return a new AnnData that shares ``adata``'s values and batches, and nothing else.
+    def reading_view(self, data: AnnData | MuData) -> AnnData | MuData:
+        """Return new data that share ``data``'s values and batches, and nothing else.
 
         The getters read a query through it: the registered ``obs`` columns other than the
         batches (labels; a survival model's time and event) are filled with placeholders
         (:meth:`_placeholder_obs`; no getter reads them), so a query without these columns,
         or with label categories unseen in training, reads as any other; and scvi-tools'
-        registration columns go to the view, not to ``adata``. The matrices are shared, not
-        copied.
+        registration columns go to the view, not to ``data``. The matrices are shared, not
+        copied. The view is laid out as the model's own data were set up (an AnnData, or a
+        MuData around the expression), whichever ``data`` is: a model set up with a MuData
+        reads an AnnData of the same genes, and the reverse.
 
         Parameters
         ----------
-        adata
-            AnnData with the model's genes in its order.
+        data
+            AnnData, or MuData, with the model's genes in its order (see
+            :meth:`expression_of`).
 
         Returns
         -------
@@ -338,20 +353,22 @@ class GexBERTBase(BaseModelClass):
         placeholder columns.
         """
         setup = self.expression_setup
-        self.check_batches(adata)
-        obs = pd.DataFrame(index=adata.obs_names.copy())
-        if setup["batch_key"] is not None:
-            obs[setup["batch_key"]] = adata.obs[setup["batch_key"]].to_numpy()
+        expression = self.expression_of(data)
+        batches = self._batches(data)
+        obs = pd.DataFrame(index=expression.obs_names.copy())
+        if batches is not None:
+            obs[setup["batch_key"]] = batches.to_numpy()
         for key, value in self._placeholder_obs().items():
             obs[key] = value
         layer_names = [name for name in (setup["layer"], setup["missing_layer"]) if name]
         for name in layer_names:
-            if name not in adata.layers:
+            if name not in expression.layers:
                 msg = f"`adata.layers` has no {name!r}, which the model was set up with."
                 raise KeyError(msg)
-        layers = {name: adata.layers[name] for name in layer_names}
-        x = adata.X if setup["layer"] is None else None
-        return ad.AnnData(X=x, obs=obs, var=adata.var[[]].copy(), layers=layers)
+        layers = {name: expression.layers[name] for name in layer_names}
+        x = expression.X if setup["layer"] is None else None
+        view = ad.AnnData(X=x, obs=obs, var=expression.var[[]].copy(), layers=layers)
+        return registered_layout(view, self.registry_["setup_args"])
 
     def _placeholder_obs(self) -> dict[str, Any]:
         """Values :meth:`reading_view` writes into the registered ``obs`` columns (never read).

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -59,11 +58,11 @@ class EncodingMixin:
         Dicts of tensors keyed by :data:`~gexbert_sc._constants.REGISTRY_KEYS`.
         """
         view = None
-        if isinstance(adata, ad.AnnData) and adata is not self.adata:
+        if adata is not None and adata is not self.adata:
             adata = view = self.reading_view(adata)
         adata = self._validate_anndata(adata)
         if view is not None:
-            self._check_query_values(view)
+            self._check_query_values(self.expression_of(view))
         try:
             yield from self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         finally:

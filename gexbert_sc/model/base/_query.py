@@ -104,7 +104,9 @@ class QueryMixin:
             place and becomes the model's data; otherwise it is aligned into a copy
             (:meth:`prepare_query_anndata`) and left unchanged. It is set up with the
             reference's arguments (layer, batches, missing layer, input scale); its
-            batches must be batches the reference was trained on.
+            batches must be batches the reference was trained on. A reference set up with a
+            MuData takes an AnnData of its expression modality's genes (its layer and batch
+            column in the AnnData).
         reference
             A trained model of this class, or the directory of a saved one.
         freeze_encoder
@@ -128,8 +130,7 @@ class QueryMixin:
             If the query lacks the reference's batch column or registered layers.
         ValueError
             If the query shares no gene with the reference, has ambiguous gene matches,
-            batches unseen in training, or values on another scale than the reference's; or
-            if the reference was set up with a MuData.
+            batches unseen in training, or values on another scale than the reference's.
             Every check runs before ``adata`` is touched.
         """
         _check_anndata(adata)
@@ -218,16 +219,8 @@ def _query_setup(reference: GexBERTBase, query: AnnData) -> dict[str, Any]:
     KeyError
         If the batch column or a registered layer is missing.
     ValueError
-        If the reference was set up with a MuData, a batch is unseen in training, or the
-        values are on another scale.
+        If a batch is unseen in training, or the values are on another scale.
     """
-    if "modalities" in reference.registry_["setup_args"]:
-        msg = (
-            "`reference` was set up with a MuData (`setup_mudata`); `load_query_data` needs "
-            "a reference set up with `setup_anndata`. Its getters read a query prepared "
-            "with `prepare_query_anndata` as it is."
-        )
-        raise ValueError(msg)
     setup = reference.expression_setup
     reference.reading_view(query)  # refuses a missing batch column or layer, unseen batches
     reference._check_query_values(query)
