@@ -41,12 +41,21 @@ class ExpressionStatistics:
         ``(G, n_axes)`` leading principal axes of the centred log-scale profiles (missing
         entries at their gene's mean), scaled by ``sqrt(G)`` and by one over the root mean
         variance of the kept components, so that projections have unit average variance.
+    gene_min, gene_max
+        ``(G,)`` smallest and largest observed log-scale value of each gene: the range a
+        restoration of the gene is bounded to.
+    max_size_factor
+        Largest size factor of the fitted rows (1 for log-scale input): with ``gene_max``,
+        it bounds a restored count.
     """
 
     gene_share: np.ndarray
     bin_edges: np.ndarray
     gene_mean: np.ndarray
     principal_axes: np.ndarray
+    gene_min: np.ndarray
+    gene_max: np.ndarray
+    max_size_factor: float
 
 
 def _sample_rows(n_obs: int, max_cells: int, seed: int) -> np.ndarray:
@@ -271,13 +280,16 @@ def fit_expression_statistics(
     factors = torch.ones(n_cells)
     if is_counts:
         gene_share, factors = _fit_library_model(values, missing)
-    gene_mean = np.zeros(n_genes)
+    gene_mean, gene_min, gene_max = np.zeros(n_genes), np.zeros(n_genes), np.zeros(n_genes)
     bin_edges = np.zeros((n_genes, n_levels - 2))
     never = []
     for cols, y in _log_blocks(values, missing, factors, is_counts):
         n_observed = (~np.isnan(y)).sum(axis=0)
         never.extend(np.flatnonzero(n_observed == 0) + cols.start)
         gene_mean[cols] = np.nansum(y, axis=0) / np.maximum(n_observed, 1)
+        seen = n_observed > 0  # a gene never observed is refused below
+        gene_min[cols][seen] = np.nanmin(y[:, seen], axis=0)
+        gene_max[cols][seen] = np.nanmax(y[:, seen], axis=0)
         y[y == 0] = np.nan
         bin_edges[cols] = _quantile_edges(y, n_levels - 2)
     if never:
@@ -297,4 +309,7 @@ def fit_expression_statistics(
         bin_edges=bin_edges.astype(np.float32),
         gene_mean=gene_mean.astype(np.float32),
         principal_axes=axes.astype(np.float32),
+        gene_min=gene_min.astype(np.float32),
+        gene_max=gene_max.astype(np.float32),
+        max_size_factor=float(factors.max()) if is_counts else 1.0,
     )

@@ -9,13 +9,15 @@ from scvi.module.base import auto_move_data
 from torch import nn
 
 from gexbert_sc._constants import MODULE_KEYS
-from gexbert_sc.data._normalization import to_model_scale
+from gexbert_sc.data._normalization import to_input_scale, to_model_scale
 from gexbert_sc.module._attention import AttentionRows, EncoderBlock
 from gexbert_sc.module._masking import draw_targets as draw_restoration_targets
 from gexbert_sc.module._masking import hide_tokens, withhold_genes, withhold_outside_panel
 
 ContextPolicy = Literal["fixed", "random"]
 #: ridge of the profile fit, relative to the basis' mean squared norm per observed share
+#: buffers bounding restorations (absent from models saved before 0.3: unbounded there)
+RESTORATION_BOUNDS = ("gene_min", "gene_max", "max_size_factor")
 PROFILE_RIDGE = 0.3
 
 
@@ -54,10 +56,12 @@ class ExpressionEncoder(nn.Module):
         Summarise the profile by a ridge least-squares fit on the profile basis
         (:meth:`profile_summary`), whose reconstruction the decoder adds to its restorations;
         ``False`` is the rescaled projection of models saved before 0.2.
-    gene_share, bin_edges, gene_mean, principal_axes
+    gene_share, bin_edges, gene_mean, principal_axes, gene_min, gene_max, max_size_factor
         Fitted :class:`~gexbert_sc.data.ExpressionStatistics` arrays; placeholders when
         ``None`` (a loaded or pretrained model overwrites them from its state dict).
-        ``principal_axes`` initialises the trainable profile projection.
+        ``principal_axes`` initialises the trainable profile projection; ``gene_min``,
+        ``gene_max`` and ``max_size_factor`` bound restorations (:meth:`bound_restoration`;
+        unbounded by default, as in a model saved before they were fitted).
     """
 
     def __init__(
@@ -77,6 +81,9 @@ class ExpressionEncoder(nn.Module):
         bin_edges: torch.Tensor | None = None,
         gene_mean: torch.Tensor | None = None,
         principal_axes: torch.Tensor | None = None,
+        gene_min: torch.Tensor | None = None,
+        gene_max: torch.Tensor | None = None,
+        max_size_factor: float | None = None,
     ):
         super().__init__()
         self.n_vars = n_vars
@@ -87,6 +94,7 @@ class ExpressionEncoder(nn.Module):
         self.dropout = dropout
         self.profile_fit = profile_fit
         self._register_statistics(is_counts, gene_share, bin_edges, gene_mean)
+        self._register_restoration_bounds(gene_min, gene_max, max_size_factor)
         self.gene_emb = nn.Embedding(n_vars, d_model)
         self.value_emb = nn.Embedding(n_vars, d_model)
         self.level_emb = nn.Embedding(n_levels + 1, d_model)
@@ -127,6 +135,62 @@ class ExpressionEncoder(nn.Module):
         # has more than `n_inference_context`; it never depends on the global RNG.
         priority = torch.randperm(n_vars, generator=torch.Generator().manual_seed(0))
         self.register_buffer("gene_priority", priority.float() / n_vars)
+
+    def _register_restoration_bounds(
+        self,
+        gene_min: torch.Tensor | None,
+        gene_max: torch.Tensor | None,
+        max_size_factor: float | None,
+    ) -> None:
+        infinite = torch.full((self.n_vars,), torch.inf)
+        self.register_buffer("gene_min", -infinite if gene_min is None else gene_min.float())
+        self.register_buffer("gene_max", infinite if gene_max is None else gene_max.float())
+        factor = torch.inf if max_size_factor is None else float(max_size_factor)
+        self.register_buffer("max_size_factor", torch.tensor(factor))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # a model saved before the restoration bounds were fitted keeps restoring unbounded
+        for name in RESTORATION_BOUNDS:
+            state_dict.setdefault(prefix + name, getattr(self, name).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def bound_restoration(self, restored: torch.Tensor, gene_idx: torch.Tensor) -> torch.Tensor:
+        """Clip log-scale restorations to the range the training data held for each gene.
+
+        Parameters
+        ----------
+        restored
+            ``(B, G')`` log-scale restorations of the genes ``gene_idx``.
+        gene_idx
+            ``(G',)`` vocabulary positions.
+
+        Returns
+        -------
+        ``restored`` clipped to ``[gene_min, gene_max]`` of each gene: the decoder never
+        restores a gene beyond the smallest or largest normalised value it had in training.
+        """
+        low, high = self.gene_min[gene_idx], self.gene_max[gene_idx]
+        return torch.minimum(torch.maximum(restored, low), high)
+
+    def restoration_ceiling(self, gene_idx: torch.Tensor) -> torch.Tensor:
+        """Largest input-scale value a restoration of each gene may take.
+
+        For counts: the gene's largest training level at the largest training size factor,
+        ``expm1(gene_max) * max_size_factor / 1e4``, so that a query whose observed genes
+        give an implausible library size (a few counts in genes of near-zero share) cannot
+        restore more than the deepest training sample held; for log-scale input, ``gene_max``.
+
+        Parameters
+        ----------
+        gene_idx
+            ``(G',)`` vocabulary positions.
+
+        Returns
+        -------
+        ``(G',)`` ceilings (``inf`` for a model saved before the bounds were fitted).
+        """
+        high = self.gene_max[gene_idx][None]
+        return to_input_scale(high, self.max_size_factor[None], bool(self.input_is_counts))[0]
 
     @property
     def profile_basis(self) -> torch.Tensor:

@@ -64,7 +64,15 @@ def test_save_writes_a_manifest_of_versions_vocabulary_statistics_and_files(
     assert manifest["vocabulary"] == list(trained_model.var_names)
     assert manifest["hparams"] == json.loads(json.dumps(trained_model.hparams))
     statistics = manifest["statistics"]
-    assert set(statistics) == {"input_is_counts", "gene_share", "bin_edges", "gene_mean"}
+    assert set(statistics) == {
+        "input_is_counts",
+        "gene_share",
+        "bin_edges",
+        "gene_mean",
+        "gene_min",
+        "gene_max",
+        "max_size_factor",
+    }
     edges = trained_model.module.bin_edges
     assert statistics["bin_edges"]["shape"] == list(edges.shape)
     assert statistics["bin_edges"]["dtype"] == "float32"

@@ -138,6 +138,9 @@ class GexBERTBase(BaseModelClass):
             "bin_edges": torch.from_numpy(stats.bin_edges),
             "gene_mean": torch.from_numpy(stats.gene_mean),
             "principal_axes": torch.from_numpy(stats.principal_axes),
+            "gene_min": torch.from_numpy(stats.gene_min),
+            "gene_max": torch.from_numpy(stats.gene_max),
+            "max_size_factor": stats.max_size_factor,
         }
 
     @classmethod

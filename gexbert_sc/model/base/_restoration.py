@@ -100,6 +100,7 @@ class RestorationMixin:
         )
         values = np.empty((self._n_rows(adata, indices), len(gene_idx)), dtype=np.float32)
         spread = np.empty_like(values) if n_samples else None
+        ceiling = self.module.restoration_ceiling(gene_idx)
         generator = torch.Generator(self.device).manual_seed(seed)
         missing, read = [], []
         for rows, tensors, out in self._encoded_batches(adata, indices, batch_size, precision):
@@ -110,6 +111,7 @@ class RestorationMixin:
             block = to_input_scale(
                 restored, out[MODULE_KEYS.SIZE_FACTOR_KEY], bool(self.module.input_is_counts)
             )
+            block = torch.minimum(block, ceiling)
             if keep_observed:
                 x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
                 block = torch.where(observed, x, block)
@@ -182,6 +184,9 @@ class RestorationMixin:
     ) -> torch.Tensor:
         """Log-scale restoration ``(B, G)`` of genes ``gene_idx``, a chunk of genes at a time.
 
+        Each value is bounded to its gene's training range
+        (:meth:`~gexbert_sc.module.ExpressionEncoder.bound_restoration`).
+
         With ``columns`` (``(B, K)`` positions in ``gene_idx``, per sample), only those
         entries are restored; the others are 0. A restored value does not depend on which
         other genes are decoded with it.
@@ -199,7 +204,8 @@ class RestorationMixin:
         ]
         restored = torch.cat(chunks, dim=1)
         if columns is None:
-            return restored
+            return self.module.bound_restoration(restored, gene_idx)
+        restored = self.module.bound_restoration(restored, queries)
         return restored.new_zeros(len(restored), len(gene_idx)).scatter_(1, columns, restored)
 
     def _spread(

@@ -10,7 +10,15 @@ from typing import Any
 import torch
 
 #: module buffers that hold the statistics fitted on the training data
-STATISTICS = ("input_is_counts", "gene_share", "bin_edges", "gene_mean")
+STATISTICS = (
+    "input_is_counts",
+    "gene_share",
+    "bin_edges",
+    "gene_mean",
+    "gene_min",
+    "gene_max",
+    "max_size_factor",
+)
 
 
 def describe_statistics(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
@@ -82,7 +90,9 @@ def check_loaded(directory: Path, manifest: Mapping[str, Any], actual: Mapping[s
         If either differs from the manifest's.
     """
     saved, loaded = manifest["statistics"], actual["statistics"]
-    differ = sorted(name for name in {*saved, *loaded} if saved.get(name) != loaded.get(name))
+    # a manifest written before a statistic existed does not record it (the loaded model
+    # holds its placeholder)
+    differ = sorted(name for name in saved if saved[name] != loaded.get(name))
     if manifest["vocabulary"] != actual["vocabulary"]:
         differ.append("vocabulary")
     if differ:
