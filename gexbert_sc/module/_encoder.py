@@ -16,7 +16,7 @@ from gexbert_sc.module._masking import hide_tokens, withhold_genes, withhold_out
 
 ContextPolicy = Literal["fixed", "random"]
 #: ridge of the profile fit, relative to the basis' mean squared norm per observed share
-#: buffers bounding restorations (absent from models saved before 0.3: unbounded there)
+#: buffers bounding restorations (absent from models saved before they were fitted: unbounded there)
 RESTORATION_BOUNDS = ("gene_min", "gene_max", "max_size_factor")
 PROFILE_RIDGE = 0.3
 
