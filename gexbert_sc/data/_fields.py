@@ -12,7 +12,7 @@ from gexbert_sc.data._validation import check_expression_setup, check_obs_key
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from gexbert_sc.data._input_scale import InputScale
+    from gexbert_sc.data._input_scale import InputScale, ScaleDecision
 
 
 def anndata_fields(
@@ -24,7 +24,7 @@ def anndata_fields(
     missing_layer: str | None,
     input_scale: InputScale,
     labels_field: BaseAnnDataField | None = None,
-) -> list[BaseAnnDataField]:
+) -> tuple[list[BaseAnnDataField], ScaleDecision]:
     """Check an AnnData set-up's arguments and return the fields to register.
 
     Parameters
@@ -39,14 +39,15 @@ def anndata_fields(
 
     Returns
     -------
-    The expression layer, batch, labels and (with ``missing_layer``) missing-mask fields.
+    The expression layer, batch, labels and (with ``missing_layer``) missing-mask fields, and
+    the scale decided for the values (:func:`~gexbert_sc.data._input_scale.decide_input_scale`).
 
     Raises
     ------
     KeyError, ValueError, TypeError
         Naming the argument, before anything is registered.
     """
-    check_expression_setup(adata, layer, missing_layer, input_scale)
+    scale = check_expression_setup(adata, layer, missing_layer, input_scale)
     check_obs_key(adata, batch_key, "batch_key")
     check_obs_key(adata, labels_key, "labels_key")
     if labels_field is None:
@@ -58,4 +59,4 @@ def anndata_fields(
     ]
     if missing_layer is not None:
         fields.append(LayerField(REGISTRY_KEYS.MISSING_KEY, missing_layer, is_count_data=False))
-    return fields
+    return fields, scale

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from gexbert_sc.data._matrix import ValueScan, scan_values
 
@@ -22,6 +22,25 @@ def check_input_scale(input_scale: str) -> None:
     if input_scale not in allowed:
         msg = f"`input_scale` must be one of {allowed}, got {input_scale!r}."
         raise ValueError(msg)
+
+
+class ScaleDecision(NamedTuple):
+    """What a set-up decided about the scale of its values, and why."""
+
+    #: the ``input_scale`` asked for: ``"auto"``, ``"counts"`` or ``"log"``
+    requested: str
+    #: the scale the model reads the values on: ``"counts"`` or ``"log"``
+    resolved: Literal["counts", "log"]
+    #: one sentence saying which values decided it
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        """Return the decision as a dict (as ``uns["gexbert"]["input_scale"]`` stores it)."""
+        return self._asdict()
+
+    def describe(self) -> str:
+        """Return the one-line account that set-up logs."""
+        return f"input_scale={self.requested!r} resolved to {self.resolved!r}: {self.reason}."
 
 
 def resolve_input_scale(matrix: Any, input_scale: InputScale) -> Literal["counts", "log"]:
@@ -47,10 +66,12 @@ def resolve_input_scale(matrix: Any, input_scale: InputScale) -> Literal["counts
         If ``input_scale="counts"`` but a value is negative or not an integer.
     """
     check_input_scale(input_scale)
-    return scale_of(scan_values(matrix), input_scale)
+    return decide_input_scale(scan_values(matrix), input_scale).resolved
 
 
-def scale_of(scan: ValueScan, input_scale: InputScale) -> Literal["counts", "log"]:
+def decide_input_scale(
+    scan: ValueScan, input_scale: InputScale, layer: str | None = None
+) -> ScaleDecision:
     """Resolve or check ``input_scale`` from a full scan of the values (see above).
 
     Parameters
@@ -59,41 +80,67 @@ def scale_of(scan: ValueScan, input_scale: InputScale) -> Literal["counts", "log
         :func:`~gexbert_sc.data._matrix.scan_values` of the registered matrix.
     input_scale
         ``"auto"``, ``"counts"`` or ``"log"``.
+    layer
+        The registered layer's name. With ``"auto"``, a layer whose name says it holds
+        counts (it contains ``"count"``, as scvi-tools' ``layer="counts"`` convention) must
+        hold counts.
 
     Returns
     -------
-    ``"counts"`` or ``"log"``.
+    The :class:`ScaleDecision`.
+
+    Raises
+    ------
+    ValueError
+        If values declared as counts (by ``input_scale="counts"``, or under ``"auto"`` by
+        the layer's name) are negative or not integers.
     """
-    has_negative = bool(scan.minimum < 0)
+    not_counts = _why_not_counts(scan)
+    named_counts = input_scale == "auto" and layer is not None and "count" in layer.lower()
+    if not_counts is not None and named_counts:
+        msg = (
+            f"`layer={layer!r}` is named as counts, but it holds {not_counts}. Register the "
+            "raw counts, or pass `input_scale='log'` if the layer holds log-normalised values."
+        )
+        raise ValueError(msg)
     if input_scale == "counts":
-        if has_negative:
+        if not_counts is not None:
+            fix = (
+                "counts must be whole numbers (round estimated counts with `np.rint`)"
+                if scan.minimum >= 0
+                else "counts must be non-negative"
+            )
             msg = (
-                "`input_scale='counts'` but the data hold negative values "
-                f"(min {scan.minimum:.3g}); counts must be non-negative. Pass "
+                f"`input_scale='counts'` but the data hold {not_counts}; {fix}. Pass "
                 "`input_scale='log'` for normalised log-scale values."
             )
             raise ValueError(msg)
-        if scan.first_fraction is not None:
-            msg = (
-                "`input_scale='counts'` but the data hold values that are not integers "
-                f"(e.g. {scan.first_fraction:.6g}); counts must be whole numbers. Pass "
-                "`input_scale='log'` for normalised log-scale values, or round estimated "
-                "counts first (`np.rint`)."
-            )
-            raise ValueError(msg)
-        return "counts"
+        return ScaleDecision(input_scale, "counts", "declared; every value is a count")
     if input_scale == "log":
-        return "log"
-    is_counts = scan.n_finite > 0 and not has_negative and scan.first_fraction is None
-    resolved = "counts" if is_counts else "log"
-    if resolved == "log" and scan.n_finite and scan.maximum > 50:
+        return ScaleDecision(input_scale, "log", "declared")
+    if not_counts is None:
+        reason = (
+            "no observed value to decide from"
+            if scan.n_finite == 0
+            else f"every observed value is a non-negative integer (up to {scan.maximum:.6g})"
+        )
+        return ScaleDecision(input_scale, "counts" if scan.n_finite else "log", reason)
+    if scan.maximum > 50:
         logger.warning(
             "Values are not integer counts but reach %.3g: if they are normalised but not "
             "log-transformed, run `sc.pp.log1p` first or pass `input_scale`.",
             scan.maximum,
         )
-    logger.info("Input values detected as %s.", resolved)
-    return resolved
+    return ScaleDecision(input_scale, "log", f"the data hold {not_counts}")
+
+
+def _why_not_counts(scan: ValueScan) -> str | None:
+    """Say which values are not counts (negative or fractional ones); ``None`` if all are."""
+    if scan.n_finite and scan.minimum < 0:
+        return f"negative values (min {scan.minimum:.3g})"
+    if scan.first_fraction is not None:
+        return f"values that are not integers (e.g. {scan.first_fraction:.6g})"
+    return None
 
 
 def check_query_values(matrix: Any, model_is_counts: bool, where: str) -> None:

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gexbert_sc.data._input_scale import InputScale, check_input_scale, scale_of
+from gexbert_sc.data._input_scale import (
+    InputScale,
+    ScaleDecision,
+    check_input_scale,
+    decide_input_scale,
+)
 from gexbert_sc.data._matrix import scan_values, to_dense
 
 if TYPE_CHECKING:
@@ -184,8 +189,11 @@ def expression_data(data: Any, setup_args: dict) -> AnnData:
 
 def check_expression_setup(
     expression: AnnData, layer: str | None, missing_layer: str | None, input_scale: InputScale
-) -> None:
+) -> ScaleDecision:
     """Validate the expression arguments of a setup method before anything is registered.
+
+    Every value is read once (:func:`~gexbert_sc.data._matrix.scan_values`): the same pass
+    finds infinite values and decides the input scale.
 
     Parameters
     ----------
@@ -193,6 +201,10 @@ def check_expression_setup(
         The AnnData holding the expression values (for MuData: its expression modality).
     layer, missing_layer, input_scale
         The setup arguments of the same names.
+
+    Returns
+    -------
+    The scale the values are read on, and why (:func:`decide_input_scale`).
     """
     check_not_collection(expression)
     check_not_view(expression)
@@ -219,8 +231,7 @@ def check_expression_setup(
             len(scan.empty_rows),
             list(expression.obs_names[scan.empty_rows[:3]]),
         )
-    if input_scale == "counts":
-        scale_of(scan, input_scale)
+    return decide_input_scale(scan, input_scale, layer)
 
 
 def require_output(mapping: Any, key: str, where: str, writer: str) -> Any:

@@ -158,7 +158,7 @@ class GexBERTClassifier(GexBERTTaskModel):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        fields = anndata_fields(
+        fields, scale = anndata_fields(
             adata,
             layer=layer,
             batch_key=batch_key,
@@ -169,7 +169,7 @@ class GexBERTClassifier(GexBERTTaskModel):
                 REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category
             ),
         )
-        cls._register(adata, fields, setup_method_args, kwargs)
+        cls._register(adata, fields, setup_method_args, kwargs, scale)
 
     @classmethod
     def from_gexbert_model(

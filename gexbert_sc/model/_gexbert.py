@@ -170,7 +170,7 @@ class GexBERT(
             Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        fields = anndata_fields(
+        fields, scale = anndata_fields(
             adata,
             layer=layer,
             batch_key=batch_key,
@@ -178,7 +178,7 @@ class GexBERT(
             missing_layer=missing_layer,
             input_scale=input_scale,
         )
-        cls._register(adata, fields, setup_method_args, kwargs)
+        cls._register(adata, fields, setup_method_args, kwargs, scale)
 
     @classmethod
     def setup_mudata(
@@ -247,7 +247,7 @@ class GexBERT(
             name = modalities[argument]
             return mdata if name is None else mdata.mod[name]
 
-        check_expression_setup(rna, rna_layer, missing_layer, input_scale)
+        scale = check_expression_setup(rna, rna_layer, missing_layer, input_scale)
         check_obs_key(obs_of("batch_key"), batch_key, "batch_key")
         check_obs_key(obs_of("labels_key"), labels_key, "labels_key")
         fields = [
@@ -275,4 +275,4 @@ class GexBERT(
                     mod_required=True,
                 )
             )
-        cls._register(mdata, fields, setup_method_args, kwargs)
+        cls._register(mdata, fields, setup_method_args, kwargs, scale)

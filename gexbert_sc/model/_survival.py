@@ -126,7 +126,7 @@ class GexBERTSurvival(GexBERTTaskModel):
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         survival_data(adata, time_key, event_key)
-        fields = anndata_fields(
+        fields, scale = anndata_fields(
             adata,
             layer=layer,
             batch_key=batch_key,
@@ -134,9 +134,8 @@ class GexBERTSurvival(GexBERTTaskModel):
             missing_layer=missing_layer,
             input_scale=input_scale,
         )
-        cls._register(
-            adata, [*fields, *survival_fields(time_key, event_key)], setup_method_args, kwargs
-        )
+        fields += survival_fields(time_key, event_key)
+        cls._register(adata, fields, setup_method_args, kwargs, scale)
 
     @classmethod
     def from_gexbert_model(

@@ -3,6 +3,7 @@ import inspect
 import numpy as np
 import pytest
 import scanpy as sc
+from anndata.tests.helpers import assert_equal
 from helpers import TINY_MODEL, make_counts_adata
 
 import gexbert_sc
@@ -30,9 +31,11 @@ def test_embed_writes_obsm_and_provenance(trained_model):
 
 def test_embed_copy_leaves_input_unchanged(trained_model):
     adata = _fresh_copy(trained_model)
+    before = adata.copy()
     result = tl.embed(adata, trained_model, key_added="X_custom", copy=True)
     assert "X_custom" in result.obsm and "X_custom" not in adata.obsm
-    assert "gexbert" not in adata.uns
+    assert "outputs" in result.uns["gexbert"]
+    assert_equal(adata, before)
 
 
 def test_impute_fills_exactly_the_missing_entries(trained_model):

@@ -21,8 +21,9 @@ from scvi.data.fields import BaseAnnDataField
 from scvi.model.base import BaseModelClass
 from scvi.model.base._constants import SAVE_KEYS
 
-from gexbert_sc._constants import REGISTRY_KEYS
-from gexbert_sc.data import check_var_names, fit_expression_statistics, resolve_input_scale
+from gexbert_sc._constants import OUTPUT_KEYS, REGISTRY_KEYS
+from gexbert_sc.data import check_var_names, fit_expression_statistics
+from gexbert_sc.data._input_scale import ScaleDecision
 from gexbert_sc.data._matrix import registered_values
 from gexbert_sc.data._validation import expression_data
 from gexbert_sc.model.base._reading import query_expression, query_obs_column, registered_layout
@@ -127,8 +128,8 @@ class GexBERTBase(BaseModelClass):
         """
         manager = self.adata_manager
         matrix, missing = registered_values(manager)
-        input_scale = manager.registry["setup_args"]["input_scale"]
-        is_counts = resolve_input_scale(matrix, input_scale) == "counts"
+        # resolved at set-up (the values were scanned then)
+        is_counts = manager.registry["setup_args"]["input_scale"] == "counts"
         stats = fit_expression_statistics(
             matrix, missing, is_counts, n_levels, np.asarray(self.var_names), n_axes=d_model, seed=0
         )
@@ -181,11 +182,20 @@ class GexBERTBase(BaseModelClass):
         fields: list[BaseAnnDataField],
         setup_method_args: dict,
         kwargs: dict,
+        scale: ScaleDecision,
     ) -> None:
-        """Register ``fields`` of ``data`` with a new manager of this class (set-up's last step)."""
+        """Register ``fields`` of ``data`` with a new manager of this class (set-up's last step).
+
+        The registry's ``input_scale`` is the resolved scale (``"counts"`` or ``"log"``), which
+        construction reads without scanning the values again; the decision and its reason
+        are logged and recorded in ``data.uns["gexbert"]["input_scale"]``.
+        """
+        setup_method_args["setup_args"]["input_scale"] = scale.resolved
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(data, **kwargs)
         cls.register_manager(manager)
+        logger.info(scale.describe())
+        data.uns.setdefault(OUTPUT_KEYS.UNS, {})["input_scale"] = scale.as_dict()
 
     # ------------------------------------------------------------------ description
     @property
