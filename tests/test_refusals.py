@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from anndata.tests.helpers import assert_equal
-from helpers import TINY_MODEL, make_counts_adata, make_survival_adata
+from helpers import TINY_MODEL, assert_fp32_path_close, make_counts_adata, make_survival_adata
 
 from gexbert_sc import GexBERT, GexBERTClassifier, GexBERTSurvival, data
 from gexbert_sc.__main__ import main
@@ -617,7 +617,7 @@ def test_backed_anndata_trains_and_embeds_like_in_memory(tmp_path, counts_model)
     in_memory.obs = counts_model.adata.obs[["batch"]].copy()
     in_memory.write_h5ad(tmp_path / "data.h5ad")
     backed = ad.read_h5ad(tmp_path / "data.h5ad", backed="r")
-    np.testing.assert_array_equal(
+    assert_fp32_path_close(
         counts_model.get_latent_representation(backed),
         counts_model.get_latent_representation(in_memory),
     )
@@ -633,7 +633,7 @@ def test_nan_marks_missing_values_in_dense_sparse_and_layers(counts_model):
     sparse = dense.copy()
     sparse.X = sp.csr_matrix(sparse.X)
     expected = counts_model.get_latent_representation(dense)
-    np.testing.assert_array_equal(counts_model.get_latent_representation(sparse), expected)
+    assert_fp32_path_close(counts_model.get_latent_representation(sparse), expected)
     trained(dense.copy(), layer=None)  # training reads NaN as missing too
     assert np.isfinite(expected).all()
 

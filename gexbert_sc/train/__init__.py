@@ -1,6 +1,7 @@
 """Lightning training plan (sees a module and batches, never AnnData)."""
 
 from gexbert_sc.train._checkpoint import AtomicCheckpoint, checkpoint_files
+from gexbert_sc.train._distributed import DistributedTrainingError
 from gexbert_sc.train._plan import GexBERTTrainingPlan, warmup_cosine
 from gexbert_sc.train._precision import (
     Precision,
@@ -11,6 +12,7 @@ from gexbert_sc.train._precision import (
 
 __all__ = [
     "AtomicCheckpoint",
+    "DistributedTrainingError",
     "GexBERTTrainingPlan",
     "Precision",
     "autocast_context",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
-from scvi.train import TrainRunner
 
 #: Names of the checkpoint files that :class:`AtomicCheckpoint` writes.
 CHECKPOINT_NAME = re.compile(r"epoch=(?P<epoch>\d+)-step=(?P<step>\d+)\.ckpt")
@@ -71,27 +70,3 @@ def checkpoint_files(directory: str | os.PathLike) -> list[Path]:
         if match is not None and path.is_file():
             found.append(((int(match["step"]), int(match["epoch"])), path))
     return [path for _, path in sorted(found)]
-
-
-class CheckpointingTrainRunner(TrainRunner):
-    """:class:`scvi.train.TrainRunner` that adds a checkpoint callback to the built trainer.
-
-    scvi's :class:`~scvi.train.Trainer` adds its own ``SaveCheckpoint`` (which monitors
-    ``validation_loss`` and saves whole models) whenever Lightning checkpointing is enabled,
-    and Lightning refuses a ``ModelCheckpoint`` while checkpointing is disabled; adding the
-    callback once the trainer is built avoids both.
-
-    Parameters
-    ----------
-    *args
-        Passed to :class:`scvi.train.TrainRunner`.
-    checkpoint
-        The callback to add, if any.
-    **kwargs
-        Passed to :class:`scvi.train.TrainRunner`.
-    """
-
-    def __init__(self, *args, checkpoint: ModelCheckpoint | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if checkpoint is not None:
-            self.trainer.callbacks.append(checkpoint)

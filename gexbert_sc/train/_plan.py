@@ -11,10 +11,10 @@ from scvi.train import TrainingPlan
 from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.module import GexBERTModule
 
-#: Key of the training generator state in a Lightning checkpoint.
-RNG_STATE_KEY = "gexbert_generator_state"
-#: Key of torch's global RNG states (CPU, and CUDA devices once used) in a checkpoint.
-GLOBAL_RNG_STATE_KEY = "gexbert_global_rng_state"
+#: Key of the random states in a Lightning checkpoint: one dict per process (by global rank),
+#: ``{"generator": the training generator's state or None, "cpu": torch's global CPU state,
+#: "cuda": torch's CUDA states, one per device once CUDA is used, else []}``.
+RNG_STATES_KEY = "gexbert_rng_states"
 #: Key of the plan's seed in a checkpoint.
 SEED_KEY = "gexbert_seed"
 
@@ -60,7 +60,8 @@ class GexBERTTrainingPlan(TrainingPlan):
       on the same masks and validating does not shift the training draws. (Dropout, off by
       default, and the data loader's shuffling draw from torch's global RNG, which
       ``train()`` seeds; checkpoints hold its state too, so a resumed run shuffles as the
-      uninterrupted one.)
+      uninterrupted one.) With several processes, each process's states are saved and
+      resumed under its rank.
 
     A training step whose loss or gradients are not finite raises a :class:`RuntimeError`
     before the optimiser step, so the weights stay those of the last finite step. A
@@ -133,17 +134,28 @@ class GexBERTTrainingPlan(TrainingPlan):
         self._generators.pop("validation", None)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the seed, the training generator's and torch's global RNG states."""
+        """Store the seed and every process's random states (training generator, torch's).
+
+        Every process calls this hook (Lightning writes the file from rank 0 only), so with
+        several processes the states are gathered from all of them: each process draws its
+        own dropout masks and may have drawn a different number of random numbers.
+        """
         checkpoint[SEED_KEY] = self.seed
-        if "train" in self._generators:
-            checkpoint[RNG_STATE_KEY] = self._generators["train"].get_state()
-        checkpoint[GLOBAL_RNG_STATE_KEY] = {
+        generator = self._generators.get("train")
+        states = {
+            "generator": None if generator is None else generator.get_state(),
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }
+        if self.trainer.world_size > 1:
+            gathered: list[dict | None] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, states)
+            checkpoint[RNG_STATES_KEY] = gathered
+        else:
+            checkpoint[RNG_STATES_KEY] = [states]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the training generator's and torch's global RNG states from a checkpoint.
+        """Restore this process's training generator and torch's random states.
 
         CUDA states are restored when the checkpoint holds one per visible device.
 
@@ -151,7 +163,8 @@ class GexBERTTrainingPlan(TrainingPlan):
         ------
         ValueError
             If the checkpoint was written with another seed (the train/validation split,
-            drawn from the seed, would differ).
+            drawn from the seed, would differ) or by a run on another number of processes
+            (each process's random states belong to its rank).
         """
         saved_seed = checkpoint.get(SEED_KEY, self.seed)
         if saved_seed != self.seed:
@@ -161,14 +174,24 @@ class GexBERTTrainingPlan(TrainingPlan):
                 f"differ. Resume with a model created with `seed={saved_seed}`."
             )
             raise ValueError(msg)
-        self._restored_state = checkpoint.get(RNG_STATE_KEY)
+        all_states = checkpoint.get(RNG_STATES_KEY)
         self._generators.pop("train", None)
-        global_state = checkpoint.get(GLOBAL_RNG_STATE_KEY)
-        if global_state is not None:
-            torch.set_rng_state(global_state["cpu"])
-            cuda_states = global_state["cuda"]
-            if cuda_states and len(cuda_states) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(cuda_states)
+        if all_states is None:
+            return
+        world_size = self.trainer.world_size
+        if len(all_states) != world_size:
+            msg = (
+                f"The checkpoint was written by a run on {len(all_states)} processes, but "
+                f"this run has {world_size}: every process resumes the random states of its "
+                f"own rank. Resume with {len(all_states)} processes (`devices` x "
+                "`num_nodes`), or train afresh."
+            )
+            raise ValueError(msg)
+        states = all_states[self.global_rank]
+        self._restored_state = states["generator"]
+        torch.set_rng_state(states["cpu"])
+        if states["cuda"] and len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Compute and log the loss of a training minibatch; refuse a non-finite one.

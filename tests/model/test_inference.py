@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import TINY_MODEL, TINY_TRAIN, make_counts_adata
+from helpers import TINY_MODEL, TINY_TRAIN, assert_fp32_path_close, make_counts_adata
 
 from gexbert_sc import GexBERT
 
@@ -48,7 +48,7 @@ def test_minibatches_are_length_buckets(trained_model, monkeypatch):
     # the short contexts are read together, not padded to the long ones of the even samples
     assert widths[0] <= 10 < widths[1]
     alone = np.vstack([trained_model.get_latent_representation(query, [i]) for i in range(16)])
-    np.testing.assert_allclose(z, alone, rtol=1e-6, atol=1e-6)
+    assert_fp32_path_close(z, alone)
     imputed = trained_model.impute_expression(query, batch_size=8).imputed.toarray()
     np.testing.assert_array_equal(imputed, np.isnan(query.X))
 
@@ -64,7 +64,7 @@ def test_imputation_keeps_observed_values_and_uses_input_scale(trained_model):
     restored = trained_model.get_imputed_expression(keep_observed=False, return_numpy=True)
     assert not np.allclose(restored[observed], x[observed])
     # keeping observed values decodes only the missing genes: the same restorations there
-    np.testing.assert_allclose(kept.values[~observed], restored[~observed], rtol=1e-6, atol=1e-6)
+    assert_fp32_path_close(kept.values[~observed], restored[~observed])
     # counts in -> expected counts out: same order of magnitude as the library
     ratio = np.nansum(restored * observed, 1) / np.nansum(x, 1)
     assert 0.5 < np.median(ratio) < 2.0

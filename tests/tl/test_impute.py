@@ -1,6 +1,12 @@
 import numpy as np
 import pytest
-from helpers import TINY_MODEL, TINY_TRAIN, make_counts_adata
+from helpers import (
+    TINY_MODEL,
+    TINY_TRAIN,
+    assert_fp32_path_close,
+    fp32_path_close,
+    make_counts_adata,
+)
 
 from gexbert_sc import GexBERT, tl
 from gexbert_sc.metrics import mask_entries, masked_rmse
@@ -47,8 +53,9 @@ def test_spread_of_restorations(trained_model):
     std = adata.layers["gexbert_imputed_std"]
     assert std.shape == adata.shape and std.dtype == np.float32
     assert np.isfinite(std).all() and (std >= 0).all()
-    # the imputed values themselves stay those of the deterministic path
-    np.testing.assert_array_equal(adata.layers["gexbert_imputed"], deterministic)
+    # the imputed values themselves stay those of the deterministic path (at batch size
+    # 50 here: equal up to fp32 rounding)
+    assert_fp32_path_close(adata.layers["gexbert_imputed"], deterministic)
     # kept observations carry no spread; imputed entries do
     assert (std[~missing] == 0).all()
     assert (std[missing] > 0).mean() > 0.9
@@ -56,7 +63,7 @@ def test_spread_of_restorations(trained_model):
     again = tl.impute(adata, trained_model, n_samples=4, seed=1, batch_size=50, copy=True)
     np.testing.assert_array_equal(again.layers["gexbert_imputed_std"], std)
     other = tl.impute(adata, trained_model, n_samples=4, seed=2, batch_size=50, copy=True)
-    assert not np.array_equal(other.layers["gexbert_imputed_std"], std)
+    assert not fp32_path_close(other.layers["gexbert_imputed_std"], std)
     restored = tl.impute(adata, trained_model, n_samples=4, keep_observed=False, copy=True)
     assert (restored.layers["gexbert_imputed_std"][~missing] > 0).mean() > 0.9
 

@@ -18,7 +18,7 @@ from helpers import TINY_MODEL, make_counts_adata
 
 from gexbert_sc import GexBERT, GexBERTClassifier
 from gexbert_sc.train._checkpoint import CHECKPOINT_NAME, checkpoint_files
-from gexbert_sc.train._plan import GLOBAL_RNG_STATE_KEY, RNG_STATE_KEY
+from gexbert_sc.train._plan import RNG_STATES_KEY
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 EPOCHS = 6
@@ -111,7 +111,8 @@ def test_run_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path, 
     state = torch.load(at_kill, weights_only=False)
     assert state["global_step"] == (epoch + 1) * STEPS_PER_EPOCH
     assert state["lr_schedulers"][0]["last_epoch"] == state["global_step"]
-    assert {RNG_STATE_KEY, GLOBAL_RNG_STATE_KEY} <= state.keys()
+    (states,) = state[RNG_STATES_KEY]  # one process
+    assert states["generator"] is not None and states["cuda"] == []
 
     resumed = _start(script, tmp_path / "resumed.pt", checkpoint_dir, resume=True)
     processes.append(resumed)
@@ -168,7 +169,7 @@ def test_checkpoints_every_n_epochs_are_renamed_into_place(model, tmp_path, monk
     assert sorted(path.name for path in tmp_path.iterdir()) == [name]
     state = torch.load(tmp_path / name, weights_only=False)
     assert state["optimizer_states"] and state["lr_schedulers"]
-    assert state[GLOBAL_RNG_STATE_KEY]["cpu"].dtype == torch.uint8
+    assert state[RNG_STATES_KEY][0]["cpu"].dtype == torch.uint8
     other_seed = GexBERT(model.adata, **TINY_MODEL, seed=6)
     with pytest.raises(ValueError, match=r"with seed 5, but this run's seed is 6"):
         _train(other_seed, checkpoint_dir=tmp_path, resume=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_MODEL, make_counts_adata
+from helpers import TINY_MODEL, assert_fp32_path_close, make_counts_adata
 
 from gexbert_sc import GexBERT
 from gexbert_sc.train import checkpoint_files
@@ -78,9 +78,8 @@ def test_two_processes_train_identical_weights(tmp_path: Path) -> None:
 
     adata = make_counts_adata(n_obs=256, seed=2)
     loaded = GexBERT.load(str(tmp_path / "model"), adata=adata)
-    np.testing.assert_array_equal(
-        loaded.get_latent_representation(), np.load(tmp_path / "embedding.npy")
-    )
+    # computed in rank 0's process (one thread) and here (the suite's threads)
+    assert_fp32_path_close(loaded.get_latent_representation(), np.load(tmp_path / "embedding.npy"))
 
 
 @pytest.fixture
@@ -178,7 +177,6 @@ def test_interrupted_two_process_run_resumes_bit_identical_on_every_rank(
         assert got.keys() == expected.keys()
         for name, weight in expected.items():
             assert torch.equal(got[name], weight), (rank, name)
-            assert (got[name] - weight).abs().max().item() == 0.0
 
     adata = make_counts_adata(n_obs=128, seed=2)
     GexBERT.setup_anndata(adata)

@@ -22,7 +22,7 @@ from gexbert_sc.train import (
     checkpoint_files,
     resolve_precision,
 )
-from gexbert_sc.train._checkpoint import CheckpointingTrainRunner
+from gexbert_sc.train._runner import GexBERTTrainRunner
 from gexbert_sc.utils import check_positive_integers, is_finite_number
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class TrainingMixin(UnsupervisedTrainingMixin):
     """
 
     _training_plan_cls = GexBERTTrainingPlan
-    _train_runner_cls = CheckpointingTrainRunner
+    _train_runner_cls = GexBERTTrainRunner
     #: ``batch_size`` of :meth:`train` when none is given.
     _default_batch_size = 64
 
@@ -221,7 +221,8 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             newest is kept (and, as Lightning does, the one a run resumed from). A checkpoint
             holds the weights, the optimiser and learning-rate schedule states, the epoch and
             step counters, the seed and the random generators' states (the plan's and
-            torch's global one, which shuffles the minibatches and draws dropout). Each file
+            torch's global one, which shuffles the minibatches and draws dropout) of every
+            process. Each file
             is written under a temporary name in the directory and then renamed, so a killed
             run never leaves a truncated checkpoint. A fresh run refuses a directory that
             already holds checkpoints.
@@ -231,11 +232,11 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             Continue from the newest checkpoint in ``checkpoint_dir`` (which must hold one)
             until ``max_epochs``. Build the model as for the interrupted run (same data and
             ``seed``; another seed is refused) and give the same ``max_epochs``,
-            ``batch_size``, ``lr``, split and ``plan_kwargs``: on CPU with
-            ``precision="32-true"`` the final weights then equal those of an uninterrupted
-            run, bit for bit. ``history`` holds only the resumed epochs. Lightning's
-            ``ckpt_path`` (in ``trainer_kwargs``) resumes from a given checkpoint file
-            instead.
+            ``batch_size``, ``lr``, split, ``plan_kwargs`` and number of processes (another
+            is refused): on CPU with ``precision="32-true"`` the final weights then equal
+            those of an uninterrupted run, bit for bit, in every process. ``history``
+            holds only the resumed epochs. Lightning's ``ckpt_path`` (in
+            ``trainer_kwargs``) resumes from a given checkpoint file instead.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``);
             ``gradient_clip_val`` defaults to 1.0.
@@ -245,12 +246,16 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         RuntimeError
             If a training loss or gradient is NaN or infinite; training stops before that
             step's update, so the weights are those after the last finite step.
+        ~gexbert_sc.train.DistributedTrainingError
+            With several processes, in every process but the one that failed (which raises
+            its own error): the failed process's rank, error type and message.
         TypeError
             If ``checkpoint_dir`` is not a path or ``resume`` not a bool.
         ValueError
             If ``every_n_epochs`` is not a positive integer, ``every_n_epochs`` or
             ``resume=True`` come without ``checkpoint_dir``, ``resume=True`` comes with
-            ``ckpt_path``, or the checkpoint was written with another seed.
+            ``ckpt_path``, or the checkpoint was written with another seed or number of
+            processes.
         FileNotFoundError
             If ``resume=True`` and ``checkpoint_dir`` holds no checkpoint.
         FileExistsError
