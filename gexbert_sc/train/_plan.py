@@ -133,6 +133,11 @@ class GexBERTTrainingPlan(TrainingPlan):
         """Re-seed the validation generator: every epoch validates on the same masks."""
         self._generators.pop("validation", None)
 
+    def _process(self) -> tuple[int, int]:
+        """Return the run's process count and this process's rank ((1, 0) without a trainer)."""
+        trainer = self._trainer
+        return (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store the seed and every process's random states (training generator, torch's).
 
@@ -147,8 +152,9 @@ class GexBERTTrainingPlan(TrainingPlan):
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }
-        if self.trainer.world_size > 1:
-            gathered: list[dict | None] = [None] * self.trainer.world_size
+        world_size, _ = self._process()
+        if world_size > 1:
+            gathered: list[dict | None] = [None] * world_size
             torch.distributed.all_gather_object(gathered, states)
             checkpoint[RNG_STATES_KEY] = gathered
         else:
@@ -178,7 +184,7 @@ class GexBERTTrainingPlan(TrainingPlan):
         self._generators.pop("train", None)
         if all_states is None:
             return
-        world_size = self.trainer.world_size
+        world_size, rank = self._process()
         if len(all_states) != world_size:
             msg = (
                 f"The checkpoint was written by a run on {len(all_states)} processes, but "
@@ -187,7 +193,7 @@ class GexBERTTrainingPlan(TrainingPlan):
                 "`num_nodes`), or train afresh."
             )
             raise ValueError(msg)
-        states = all_states[self.global_rank]
+        states = all_states[rank]
         self._restored_state = states["generator"]
         torch.set_rng_state(states["cpu"])
         if states["cuda"] and len(states["cuda"]) == torch.cuda.device_count():
