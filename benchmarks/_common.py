@@ -137,6 +137,27 @@ def log_normalise(adata) -> None:
     sc.pp.log1p(adata)
 
 
+def log_normalised(loader: Callable[[], T]) -> Callable[[], T]:
+    """``loader`` followed by :func:`log_normalise` of what it returns (a data set's loader)."""
+
+    def load() -> T:
+        adata = loader()
+        log_normalise(adata)
+        return adata
+
+    return load
+
+
+def add_summarise_option(parser: argparse.ArgumentParser) -> None:
+    """``--summarise CSV ...``: run nothing, summarise and plot saved tables (parts of a run)."""
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="CSV",
+        help="run nothing: summarise and plot these tables together (parts of a run)",
+    )
+
+
 def resident_mb() -> float | None:
     """Resident memory of this process now (MB; ``None`` off Linux)."""
     return _status_mb("VmRSS")

@@ -60,10 +60,11 @@ from _baselines import (
     soft_impute,
 )
 from _common import (
+    add_summarise_option,
     benchmark_parser,
     dense,
     draw_panel,
-    log_normalise,
+    log_normalised,
     only_panel,
     quiet_training_logs,
     results_path,
@@ -97,15 +98,6 @@ class Dataset:
     held_out: bool
 
 
-def _log_normalised(loader: Callable[[], ad.AnnData]) -> Callable[[], ad.AnnData]:
-    def load() -> ad.AnnData:
-        adata = loader()
-        log_normalise(adata)
-        return adata
-
-    return load
-
-
 def _shallow_panel() -> ad.AnnData:
     adata = zeisel_shallow()
     sc.pp.highly_variable_genes(adata, n_top_genes=SHALLOW_GENES, flavor="seurat")
@@ -114,9 +106,9 @@ def _shallow_panel() -> ad.AnnData:
 
 DATASETS = {
     "pbmc68k": Dataset(gexbert_sc.datasets.pbmc68k, "bulk_labels", True, False),
-    "zeisel": Dataset(_log_normalised(gexbert_sc.datasets.zeisel), "cell_type", True, False),
+    "zeisel": Dataset(log_normalised(gexbert_sc.datasets.zeisel), "cell_type", True, False),
     "tcga_mirna": Dataset(
-        _log_normalised(gexbert_sc.datasets.tcga_mirna), "cancer_type", False, False
+        log_normalised(gexbert_sc.datasets.tcga_mirna), "cancer_type", False, False
     ),
     "zeisel_shallow": Dataset(_shallow_panel, "cell_type", True, True),
     "gse3143": Dataset(lambda: gexbert_sc.datasets.survset("gse3143"), None, False, True),
@@ -318,12 +310,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], "200 samples, 120 genes, 1 epoch")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument(
-        "--summarise",
-        nargs="+",
-        metavar="CSV",
-        help="run nothing: summarise and plot these tables together (parts of a run)",
-    )
+    add_summarise_option(parser)
     args = parser.parse_args()
     if args.summarise:
         frames = [pd.read_csv(path, dtype={"case": str}) for path in args.summarise]

@@ -58,7 +58,7 @@ from _common import (
     dense,
     draw_panel,
     finish_figure,
-    log_normalise,
+    log_normalised,
     only_panel,
     plot_methods,
     quiet_training_logs,
@@ -89,24 +89,15 @@ class Dataset:
     classifier_kwargs: dict = field(default_factory=dict)
 
 
-def _log_normalised(loader: Callable[[], ad.AnnData]) -> Callable[[], ad.AnnData]:
-    def load() -> ad.AnnData:
-        adata = loader()
-        log_normalise(adata)
-        return adata
-
-    return load
-
-
 DATASETS = {
     "tcga_mirna": Dataset(
-        _log_normalised(gexbert_sc.datasets.tcga_mirna), "cancer_type", (), 20, 20
+        log_normalised(gexbert_sc.datasets.tcga_mirna), "cancer_type", (), 20, 20
     ),
     "pbmc68k": Dataset(gexbert_sc.datasets.pbmc68k, "bulk_labels", (), 30, 30),
     # 4,000 sparse genes: the encoder, pretrained on 10-90 % of each cell's genes, must move
     # further to read 16-64 of them (docs/classification.md, "Training length and encoder rate")
     "zeisel": Dataset(
-        _log_normalised(gexbert_sc.datasets.zeisel),
+        log_normalised(gexbert_sc.datasets.zeisel),
         "cell_type",
         (512, 1024),
         10,

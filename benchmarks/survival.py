@@ -49,6 +49,7 @@ from _baselines import ElasticNetCox
 from _common import (
     ALL,
     SMALL_MODEL,
+    add_summarise_option,
     benchmark_parser,
     dense,
     draw_panel,
@@ -247,12 +248,7 @@ def main() -> None:
         nargs="+",
         help="run only these folds (0-based over repeats x 5 folds), e.g. to resume a run",
     )
-    parser.add_argument(
-        "--summarise",
-        nargs="+",
-        metavar="CSV",
-        help="run nothing: summarise and plot these fold tables together (parts of a run)",
-    )
+    add_summarise_option(parser)
     args = parser.parse_args()
     if args.summarise:
         frames = [pd.read_csv(path, dtype={"panel_size": str}) for path in args.summarise]
