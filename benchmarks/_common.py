@@ -113,9 +113,9 @@ def plot_methods(ax, part, x: str, y: str, dashed: tuple[str, ...] = ()) -> None
     ax.set_xlabel("genes measured (panel size)")
 
 
-def finish_figure(fig, legend_ax, path, fontsize: int = 7) -> None:
-    """Legend on ``legend_ax``, tight layout, save ``fig`` to ``path`` (PNG) and close it."""
-    legend_ax.legend(fontsize=fontsize, loc="lower right")
+def finish_figure(fig, legend_ax, path, fontsize: int = 7, loc: str = "lower right") -> None:
+    """Legend on ``legend_ax`` at ``loc``; tight layout; save ``fig`` to ``path`` (PNG); close."""
+    legend_ax.legend(fontsize=fontsize, loc=loc)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
