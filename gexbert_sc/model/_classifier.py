@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,7 +16,14 @@ from gexbert_sc._constants import REGISTRY_KEYS
 from gexbert_sc.data._fields import anndata_fields
 from gexbert_sc.data._input_scale import InputScale
 from gexbert_sc.data._validation import check_obs_key
-from gexbert_sc.model._task import GexBERTTaskModel
+from gexbert_sc.model._panel_head import (
+    MAX_ADAPTED_PANELS,
+    MAX_REFERENCE_SAMPLES,
+    fit_panel_head,
+    group_by_panel,
+    panel_features,
+)
+from gexbert_sc.model._task import GexBERTTaskModel, SamplesRead
 from gexbert_sc.module import GexBERTClassifierModule
 
 if TYPE_CHECKING:
@@ -29,6 +37,9 @@ if TYPE_CHECKING:
 #: The unlabelled category registered when the user names none (never a real label).
 DEFAULT_UNLABELED = "gexbert_unlabeled"
 ClassWeight = Literal["balanced"] | None
+PanelAdaptation = Literal["auto"] | bool
+
+logger = logging.getLogger(__name__)
 
 
 class GexBERTClassifier(GexBERTTaskModel):
@@ -240,6 +251,7 @@ class GexBERTClassifier(GexBERTTaskModel):
         soft: bool = False,
         batch_size: int | None = None,
         *,
+        panel_adapted: PanelAdaptation = "auto",
         memory_budget: int | str | None = None,
         precision: Precision = "32-true",
     ) -> pd.Series | pd.DataFrame:
@@ -255,22 +267,106 @@ class GexBERTClassifier(GexBERTTaskModel):
             Samples to predict (default: all).
         soft
             Return class probabilities instead of labels.
-        batch_size, memory_budget, precision
-            As in :meth:`get_latent_representation` (the result does not depend on the batch
-            size).
+        batch_size
+            As in :meth:`get_latent_representation` (the result does not depend on it).
+        panel_adapted
+            Samples that lack some of the model's genes (a panel) are predicted by a head
+            refitted, for their panel, on the labelled training samples read through that
+            same panel: a logistic regression on the ``[CLS]`` embedding beside the panel's
+            values (:doc:`/design`, "Panel-adapted prediction"). Samples with every gene keep
+            the trained head. ``"auto"`` adapts when the samples asked for hold at most
+            ``16`` distinct panels and the training AnnData is at hand; ``True`` adapts to
+            every panel; ``False`` uses the trained head only.
+        memory_budget, precision
+            As in :meth:`get_latent_representation`.
 
         Returns
         -------
         A categorical :class:`~pandas.Series` of predicted classes, or with ``soft`` a
         :class:`~pandas.DataFrame` of probabilities (classes as columns, rows sum to 1),
         indexed by the samples' names.
+
+        Raises
+        ------
+        ValueError
+            If ``panel_adapted`` is not ``"auto"``, ``True`` or ``False``, or is ``True``
+            for a model without its training AnnData.
         """
-        logits, names = self._head_outputs(adata, indices, batch_size, memory_budget, precision)
-        proba = pd.DataFrame(softmax(logits, axis=1), index=names, columns=self.classes)
+        if panel_adapted not in ("auto", True, False):
+            msg = f"`panel_adapted` must be 'auto', True or False, got {panel_adapted!r}."
+            raise ValueError(msg)
+        if panel_adapted is True and self.adata is None:
+            msg = (
+                "`panel_adapted=True` needs the classifier's training AnnData (the reference "
+                "read through each panel); load the model with its `adata` or pass "
+                "`panel_adapted=False`."
+            )
+            raise ValueError(msg)
+        batch_size = self._resolve_batch_size(batch_size, memory_budget)
+        read = self._read_samples(
+            adata, indices, batch_size, precision, with_values=panel_adapted is not False
+        )
+        proba = softmax(read.head, axis=1)
+        if panel_adapted is not False and self.adata is not None:
+            self._adapt_to_panels(proba, read, panel_adapted, batch_size, precision)
+        proba = pd.DataFrame(
+            proba, index=self._sample_names(adata, indices), columns=self.classes
+        )
         if soft:
             return proba
-        labels = self.classes[logits.argmax(axis=1)]
+        labels = self.classes[proba.to_numpy().argmax(axis=1)]
         return pd.Series(pd.Categorical(labels, categories=self.classes), index=proba.index)
+
+    def _adapt_to_panels(
+        self,
+        proba: np.ndarray,
+        read: SamplesRead,
+        panel_adapted: PanelAdaptation,
+        batch_size: int,
+        precision: Precision,
+    ) -> None:
+        """Overwrite ``proba`` of the samples that have a panel with the panel-adapted head's."""
+        panels, group = group_by_panel(read.observed)
+        partial = [i for i, panel in enumerate(panels) if not panel.all()]
+        if panel_adapted == "auto" and len(partial) > MAX_ADAPTED_PANELS:
+            logger.info(
+                "%d distinct gene panels among the samples (more than %d): predicting with the "
+                "trained head; pass `panel_adapted=True` to refit a head for each.",
+                len(partial),
+                MAX_ADAPTED_PANELS,
+            )
+            return
+        reference, labels = self._labelled_reference()
+        for i in partial:
+            panel, rows = panels[i], group == i
+            if not panel.any():
+                continue  # nothing measured: the trained head's prior-like output stays
+            ref = self._read_samples(
+                None, reference, batch_size, precision, genes_read=panel, with_values=True
+            )
+            head = fit_panel_head(
+                panel_features(ref.z, ref.values, panel), labels, self._class_weight
+            )
+            adapted = np.zeros((int(rows.sum()), self.n_classes))
+            adapted[:, head.classes_] = head.predict_proba(
+                panel_features(read.z[rows], read.values[rows], panel)
+            )
+            proba[rows] = adapted
+            logger.info(
+                "Panel of %d genes: head refitted on %d reference samples read through it.",
+                int(panel.sum()),
+                len(reference),
+            )
+
+    def _labelled_reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the labelled training samples (at most ``MAX_REFERENCE_SAMPLES``, a
+        seeded random subset beyond) and their class codes."""
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
+        labelled = np.flatnonzero(codes < self.n_classes)
+        if len(labelled) > MAX_REFERENCE_SAMPLES:
+            rng = np.random.default_rng(self.seed_)
+            labelled = np.sort(rng.choice(labelled, MAX_REFERENCE_SAMPLES, replace=False))
+        return labelled, codes[labelled].astype(np.int64)
 
     def _placeholder_obs(self) -> dict[str, Any]:
         return {self.registry_["setup_args"]["labels_key"]: self.unlabeled_category}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anndata as ad
 import numpy as np
@@ -164,15 +164,75 @@ class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
 
         The outputs are read on the fixed inference context, in the order of the names.
         """
-        data = self.adata if adata is None else adata
         batch_size = self._resolve_batch_size(batch_size, memory_budget)
-        n_outputs = self.module.head.n_outputs
-        outputs = np.empty((self._n_rows(data, indices), n_outputs), dtype=np.float64)
+        read = self._read_samples(adata, indices, batch_size, precision)
+        return read.head, self._sample_names(adata, indices)
+
+    def _sample_names(self, adata: AnnData | None, indices: Sequence[int] | None) -> pd.Index:
+        """Names of the samples a getter reads, in its output order."""
+        data = self.adata if adata is None else adata
+        return data.obs_names if indices is None else data.obs_names[np.asarray(indices)]
+
+    def _read_samples(
+        self,
+        adata: AnnData | None,
+        indices: Sequence[int] | None,
+        batch_size: int,
+        precision: Precision,
+        *,
+        genes_read: np.ndarray | None = None,
+        with_values: bool = False,
+    ) -> SamplesRead:
+        """Read samples on the fixed inference context: head outputs, embedding, observed genes.
+
+        Parameters
+        ----------
+        adata, indices, batch_size, precision
+            As in :meth:`_head_outputs` (``batch_size`` resolved).
+        genes_read
+            Boolean mask over the model's genes: read only these (the others as missing).
+        with_values
+            Also return the samples' values on the model's log scale (NaN where missing).
+
+        Returns
+        -------
+        A :class:`SamplesRead`, one row per sample in the order asked for.
+        """
+        n_rows, n_genes = self._n_rows(adata, indices), self.module.n_vars
+        head = np.empty((n_rows, self.module.head.n_outputs), dtype=np.float64)
+        z = np.empty((n_rows, self.module.d_model), dtype=np.float32)
+        observed = np.empty((n_rows, n_genes), dtype=bool)
+        values = np.empty((n_rows, n_genes), dtype=np.float32) if with_values else None
         with torch.inference_mode():
-            for rows, _, out in self._encoded_batches(data, indices, batch_size, precision):
-                outputs[rows] = self.module.head(out[MODULE_KEYS.Z_KEY]).double().cpu().numpy()
-        names = data.obs_names if indices is None else data.obs_names[np.asarray(indices)]
-        return outputs, names
+            batches = self._encoded_batches(
+                adata, indices, batch_size, precision, genes_read=genes_read
+            )
+            for rows, tensors, out in batches:
+                embedding = out[MODULE_KEYS.Z_KEY]
+                head[rows] = self.module.head(embedding).double().cpu().numpy()
+                z[rows] = embedding.float().cpu().numpy()
+                seen = out[MODULE_KEYS.OBSERVED_KEY]
+                observed[rows] = seen.cpu().numpy()
+                if values is not None:
+                    inputs = self._inference_input(tensors, genes_read)
+                    y = self.module.prepare_values(
+                        inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
+                    )[0]
+                    values[rows] = torch.where(seen, y.float(), torch.nan).cpu().numpy()
+        return SamplesRead(head, z, observed, values)
+
+
+class SamplesRead(NamedTuple):
+    """What :meth:`GexBERTTaskModel._read_samples` returns, one row per sample."""
+
+    #: ``(n, n_outputs)`` float64 head outputs (logits, risks).
+    head: np.ndarray
+    #: ``(n, d_model)`` float32 ``[CLS]`` embeddings.
+    z: np.ndarray
+    #: ``(n, n_genes)`` bool, ``True`` where a gene was read.
+    observed: np.ndarray
+    #: ``(n, n_genes)`` float32 values on the model's log scale, NaN where missing (or None).
+    values: np.ndarray | None
 
 
 def pretraining_defaults() -> dict[str, Any]:

@@ -150,6 +150,7 @@ class EncodingMixin:
         batch_size: int | None,
         precision: Precision = "32-true",
         encoding: dict[str, Any] | None = None,
+        genes_read: npt.NDArray[np.bool_] | None = None,
     ) -> Iterator[tuple[npt.NDArray[np.int64], dict[str, torch.Tensor], dict[str, Any]]]:
         """Yield ``(rows, tensors, encoder outputs)`` per minibatch, in eval mode.
 
@@ -159,18 +160,20 @@ class EncodingMixin:
         a minibatch pads its contexts to a similar length; ``rows`` are the positions of the
         minibatch's samples among the samples asked for (``indices``, else all), where the
         caller writes their outputs. The autocast context of ``precision`` stays active while
-        the caller works on a yielded batch.
+        the caller works on a yielded batch. With ``genes_read`` (a boolean mask over the
+        model's genes), the samples are read as if they had measured only those genes: the
+        others are missing, exactly as in a query aligned to that panel.
         """
         self._check_if_trained()
         resolved = resolve_precision(precision, on_gpu=self.device.type == "cuda")
-        order = self.inference_order(adata, indices, batch_size)
+        order = self.inference_order(adata, indices, batch_size, genes_read)
         samples = np.arange(len(order)) if indices is None else np.asarray(indices)
         batches = self.minibatches(adata, samples[order], batch_size)
         self.module.eval()
         start = 0
         with autocast_context(resolved, self.device):
             for tensors in batches:
-                inputs = self.module._get_inference_input(tensors)
+                inputs = self._inference_input(tensors, genes_read)
                 out = self.module.inference(**inputs, encoding=encoding or {})
                 rows = order[start : start + len(out[MODULE_KEYS.Z_KEY])]
                 start += len(rows)
@@ -183,6 +186,7 @@ class EncodingMixin:
         adata: AnnData | MuData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        genes_read: npt.NDArray[np.bool_] | None = None,
     ) -> npt.NDArray[np.int64]:
         """Order in which the getters read samples: by inference context length.
 
@@ -197,6 +201,8 @@ class EncodingMixin:
         adata, indices, batch_size
             As in :meth:`get_latent_representation` (``batch_size`` only bounds the memory of
             this pass).
+        genes_read
+            Boolean mask over the model's genes: read only these (the others as missing).
 
         Returns
         -------
@@ -206,13 +212,28 @@ class EncodingMixin:
         """
         lengths = []
         for tensors in self.minibatches(adata, indices, batch_size):
-            inputs = self.module._get_inference_input(tensors)
+            inputs = self._inference_input(tensors, genes_read)
             lengths.append(
                 self.module.inference_context_lengths(
                     inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
                 ).cpu()
             )
         return torch.cat(lengths).numpy().argsort(kind="stable")
+
+    def _inference_input(
+        self, tensors: dict[str, torch.Tensor], genes_read: npt.NDArray[np.bool_] | None
+    ) -> dict[str, torch.Tensor | None]:
+        """The module's inference input, with the genes outside ``genes_read`` missing."""
+        inputs = self.module._get_inference_input(tensors)
+        if genes_read is None:
+            return inputs
+        x = inputs[MODULE_KEYS.X_KEY]
+        unread = torch.as_tensor(~genes_read, device=x.device).expand(len(x), -1)
+        missing = inputs[MODULE_KEYS.MISSING_KEY]
+        inputs[MODULE_KEYS.MISSING_KEY] = (
+            unread.float() if missing is None else torch.maximum(missing.float(), unread.float())
+        )
+        return inputs
 
     @torch.inference_mode()
     def get_latent_representation(
