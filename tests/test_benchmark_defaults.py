@@ -50,6 +50,14 @@ def test_fast_run_scores_every_use_against_its_baselines(scoreboard):
     assert (restoration["value"] > 0).all()
     panel = table[(table["use"] == "panel") & (table["case"] != "train")]
     assert {"LR (panel)", "kNN (panel)", "GexBERT"} <= set(panel["method"])
+    # each mechanism's own effect is measured in the same run: GexBERT without it
+    assert "GexBERT (decoder only)" in set(restoration["method"])
+    assert "GexBERT (trained head only)" in set(panel["method"])
+    assert (
+        summary.loc[summary["use"].isin(["restoration", "panel"]), "without_mechanism"]
+        .notna()
+        .all()
+    )
     assert panel["value"].between(0, 1).all()
     assert panel["panel"].nunique() == scoreboard.PANELS_PER_SIZE
 
@@ -60,6 +68,7 @@ def test_summary_applies_each_use_goal(scoreboard):
         _row("a", "restoration", "50%", "GexBERT", 0.96),
         _row("a", "restoration", "50%", "KNNImputer", 1.0),
         _row("a", "restoration", "50%", "per-gene mean", 0.5),  # scale only, never the bar
+        _row("a", "restoration", "50%", "GexBERT (decoder only)", 0.9),  # ours, not a bar
         _row("b", "restoration", "50%", "GexBERT", 0.98),
         _row("b", "restoration", "50%", "SoftImpute", 1.0),
         _row("a", "restoration", "10%", "GexBERT", 1.0),
@@ -82,4 +91,6 @@ def test_summary_applies_each_use_goal(scoreboard):
     assert summary.loc[("a", "panel", "16"), "best_baseline"] == "kNN (panel)"
     assert not met[("a", "embedding", "complete")]
     assert summary.loc[("a", "restoration", "50%"), "best_baseline"] == "KNNImputer"
+    assert summary.loc[("a", "restoration", "50%"), "without_mechanism"] == 0.9
+    assert np.isnan(summary.loc[("a", "embedding", "complete"), "without_mechanism"])
     assert not met[("zeisel_shallow", "pretraining", "seconds")]

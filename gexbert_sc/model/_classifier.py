@@ -309,9 +309,7 @@ class GexBERTClassifier(GexBERTTaskModel):
         proba = softmax(read.head, axis=1)
         if panel_adapted is not False and self.adata is not None:
             self._adapt_to_panels(proba, read, panel_adapted, batch_size, precision)
-        proba = pd.DataFrame(
-            proba, index=self._sample_names(adata, indices), columns=self.classes
-        )
+        proba = pd.DataFrame(proba, index=self._sample_names(adata, indices), columns=self.classes)
         if soft:
             return proba
         labels = self.classes[proba.to_numpy().argmax(axis=1)]
@@ -359,8 +357,10 @@ class GexBERTClassifier(GexBERTTaskModel):
             )
 
     def _labelled_reference(self) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of the labelled training samples (at most ``MAX_REFERENCE_SAMPLES``, a
-        seeded random subset beyond) and their class codes."""
+        """Return the labelled training samples' indices and class codes.
+
+        At most ``MAX_REFERENCE_SAMPLES``: a seeded random subset beyond.
+        """
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
         labelled = np.flatnonzero(codes < self.n_classes)
         if len(labelled) > MAX_REFERENCE_SAMPLES:

@@ -258,7 +258,8 @@ def test_panel_adaptation_leaves_complete_samples_and_many_panels_to_the_head(cl
     rng = np.random.default_rng(0)
     many.X[rng.random(many.shape) < 0.3] = np.nan  # every sample its own panel
     pd.testing.assert_frame_equal(
-        classifier.predict(many, soft=True), classifier.predict(many, soft=True, panel_adapted=False)
+        classifier.predict(many, soft=True),
+        classifier.predict(many, soft=True, panel_adapted=False),
     )
     few = many[:20].copy()
     forced = classifier.predict(few, soft=True, panel_adapted=True)

@@ -223,7 +223,7 @@ class EncodingMixin:
     def _inference_input(
         self, tensors: dict[str, torch.Tensor], genes_read: npt.NDArray[np.bool_] | None
     ) -> dict[str, torch.Tensor | None]:
-        """The module's inference input, with the genes outside ``genes_read`` missing."""
+        """Return the module's inference input, with the genes outside ``genes_read`` missing."""
         inputs = self.module._get_inference_input(tensors)
         if genes_read is None:
             return inputs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -11,7 +13,18 @@ import scipy.sparse as sp
 import torch
 
 from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE, REGISTRY_KEYS
-from gexbert_sc.data._normalization import to_input_scale
+from gexbert_sc.data._normalization import log_normalise, size_factors, to_input_scale
+from gexbert_sc.model.base._neighbours import (
+    FIT_RATES,
+    MAX_FIT_SAMPLES,
+    MAX_REFERENCE_VALUES,
+    N_NEIGHBOURS,
+    Reference,
+    best_blend_weight,
+    blend_weight,
+    nearest_references,
+    neighbour_mean,
+)
 from gexbert_sc.utils import check_positive_integers, is_integer
 
 if TYPE_CHECKING:
@@ -34,8 +47,19 @@ class Imputation(NamedTuple):
     spread: npt.NDArray[np.float32] | None
 
 
+logger = logging.getLogger(__name__)
+
+
 class RestorationMixin:
-    """Restore expression with the decoder; for models whose module has ``restore``."""
+    """Restore expression with the decoder; for models whose module has ``restore``.
+
+    Missing values are blended with the mean of the nearest training samples, with weights
+    fitted at the end of :meth:`train` (:mod:`gexbert_sc.model.base._neighbours`).
+    """
+
+    #: Weights of the reference-neighbour blend by share of observed genes, fitted by
+    #: :meth:`train` on validation samples (``None``: the decoder alone).
+    neighbour_blend_: dict[str, list[float]] | None = None
 
     @torch.inference_mode()
     def impute_expression(
@@ -51,6 +75,7 @@ class RestorationMixin:
         n_samples: int | None = None,
         seed: int = 0,
         precision: Precision = "32-true",
+        reference_blend: bool = True,
     ) -> Imputation:
         """Restore expression values, with the mask of imputed entries and optionally a spread.
 
@@ -84,11 +109,19 @@ class RestorationMixin:
             Seed of the random contexts (with ``n_samples``).
         precision
             As in :meth:`get_latent_representation` (default fp32).
+        reference_blend
+            Blend each missing value's restoration with the mean of the sample's
+            15 nearest samples of the model's AnnData (found on the genes the sample has),
+            with the weight fitted at the end of training for the sample's share of observed
+            genes (``neighbour_blend_``; see :doc:`/design`, "Reference-neighbour
+            restoration"). ``False``: the decoder alone. No effect on a model trained
+            before 0.3 (no fitted weights); a model loaded without its AnnData warns and
+            restores with the decoder alone.
 
         Returns
         -------
         An :class:`Imputation` ``(values, imputed, spread)``; ``spread`` is 0 on observed
-        entries kept unchanged.
+        entries kept unchanged and is the decoder's spread (without the blend).
         """
         check_positive_integers(query_chunk_size=query_chunk_size)
         if n_samples is not None and (not is_integer(n_samples) or n_samples < 2):
@@ -102,14 +135,18 @@ class RestorationMixin:
         spread = np.empty_like(values) if n_samples else None
         ceiling = self.module.restoration_ceiling(gene_idx)
         generator = torch.Generator(self.device).manual_seed(seed)
+        reference = self._neighbour_reference() if reference_blend else None
         missing, read = [], []
         for rows, tensors, out in self._encoded_batches(adata, indices, batch_size, precision):
             observed = out[MODULE_KEYS.OBSERVED_KEY][:, gene_idx]
             # observed values kept unchanged need no restoration: decode the missing ones only
             columns = _columns_first(~observed) if keep_observed else None
             restored = self._restore(out, gene_idx, query_chunk_size, columns)
+            blended = restored
+            if reference is not None:
+                blended = self._blend_neighbours(tensors, restored, gene_idx, reference)
             block = to_input_scale(
-                restored, out[MODULE_KEYS.SIZE_FACTOR_KEY], bool(self.module.input_is_counts)
+                blended, out[MODULE_KEYS.SIZE_FACTOR_KEY], bool(self.module.input_is_counts)
             )
             block = torch.minimum(block, ceiling)
             if keep_observed:
@@ -141,13 +178,16 @@ class RestorationMixin:
         query_chunk_size: int = QUERY_CHUNK_SIZE,
         memory_budget: int | str | None = None,
         precision: Precision = "32-true",
+        reference_blend: bool = True,
         return_numpy: bool = False,
     ) -> pd.DataFrame | npt.NDArray[np.float32]:
         """Restore expression values from each sample's observed genes.
 
         Parameters
         ----------
-        adata, indices, genes, keep_observed, batch_size, query_chunk_size, memory_budget, precision
+        adata, indices, genes, keep_observed, batch_size, query_chunk_size, memory_budget
+            As in :meth:`impute_expression`.
+        precision, reference_blend
             As in :meth:`impute_expression`.
         return_numpy
             Return an array instead of a DataFrame.
@@ -166,6 +206,7 @@ class RestorationMixin:
             query_chunk_size=query_chunk_size,
             memory_budget=memory_budget,
             precision=precision,
+            reference_blend=reference_blend,
         )
         if return_numpy:
             return result.values
@@ -174,6 +215,152 @@ class RestorationMixin:
         return pd.DataFrame(
             result.values, index=obs_names, columns=self.var_names[self._gene_indices(genes)]
         )
+
+    def _blend_neighbours(
+        self,
+        tensors: dict[str, torch.Tensor],
+        restored: torch.Tensor,
+        gene_idx: torch.Tensor,
+        reference: Reference,
+    ) -> torch.Tensor:
+        """Blend the missing entries of ``restored`` (log scale) with the neighbours' mean."""
+        inputs = self.module._get_inference_input(tensors)
+        values, observed, _ = self.module.prepare_values(
+            inputs[MODULE_KEYS.X_KEY].to(self.device),
+            _on(inputs[MODULE_KEYS.MISSING_KEY], self.device),
+        )
+        neighbours = nearest_references(values.float(), observed, reference, N_NEIGHBOURS)
+        mean, valid = neighbour_mean(reference, neighbours, gene_idx)
+        fraction = observed.float().mean(dim=1)
+        weight = blend_weight(fraction, self.neighbour_blend_)[:, None]
+        blend = valid & ~observed[:, gene_idx]
+        return torch.where(blend, (1 - weight) * restored + weight * mean, restored)
+
+    def _neighbour_reference(self) -> Reference | None:
+        """Return the blend's reference samples (cached), or ``None`` where it does not apply."""
+        if self.neighbour_blend_ is None:
+            return None
+        if self.adata is None:
+            warnings.warn(
+                "The model has no AnnData (loaded with `adata=False`): restoring with the "
+                "decoder alone, without the reference-neighbour blend; load it with its "
+                "training AnnData to blend, or pass `reference_blend=False`.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
+        key = (id(self.adata), self.adata.n_obs)
+        cached = getattr(self, "_reference_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self._reference_values(np.arange(self.adata.n_obs)))
+            self._reference_cache = cached
+        return cached[1]
+
+    @torch.inference_mode()
+    def _reference_values(self, indices: npt.NDArray[np.int64]) -> Reference:
+        """Read samples ``indices`` of the model's AnnData on the model's log scale.
+
+        Beyond ``MAX_REFERENCE_VALUES`` values, a seeded random subset of the samples.
+        """
+        limit = max(MAX_REFERENCE_VALUES // self.module.n_vars, N_NEIGHBOURS)
+        if len(indices) > limit:
+            rng = np.random.default_rng(self.seed_)
+            indices = np.sort(rng.choice(indices, limit, replace=False))
+        values, observed = [], []
+        for tensors in self.minibatches(None, indices):
+            inputs = self.module._get_inference_input(tensors)
+            y, seen, _ = self.module.prepare_values(
+                inputs[MODULE_KEYS.X_KEY].to(self.device),
+                _on(inputs[MODULE_KEYS.MISSING_KEY], self.device),
+            )
+            values.append(torch.where(seen, y.float(), 0.0))
+            observed.append(seen)
+        return Reference(torch.cat(values), torch.cat(observed))
+
+    def _after_training(self) -> None:
+        """Fit the reference-neighbour blend weights (:meth:`_fit_neighbour_blend`)."""
+        self._reference_cache = None
+        self._fit_neighbour_blend()
+
+    @torch.inference_mode()
+    def _fit_neighbour_blend(self, batch_size: int = 64) -> None:
+        """Fit ``neighbour_blend_`` on validation samples with entries hidden at random.
+
+        Each validation sample (at most ``MAX_FIT_SAMPLES``; without validation samples, a
+        fifth of the samples) has ``FIT_RATES`` of its observed entries hidden in turn; the
+        hidden entries are restored by the decoder and by the mean of the nearest other
+        samples (the fitting samples excluded), and the weight minimising the squared error
+        on the model's log scale is kept per rate, at the mean share of genes observed.
+        """
+        n_obs = self.adata.n_obs
+        rng = np.random.default_rng(self.seed_)
+        fitting = np.asarray(self.validation_indices if self.validation_indices is not None else [])
+        if len(fitting) == 0:
+            fitting = rng.permutation(n_obs)[: n_obs // 5]
+        if len(fitting) > MAX_FIT_SAMPLES:
+            fitting = rng.choice(fitting, MAX_FIT_SAMPLES, replace=False)
+        others = np.setdiff1d(np.arange(n_obs), fitting)
+        self.neighbour_blend_ = None
+        if len(fitting) == 0 or len(others) == 0:
+            logger.info("No samples to fit the reference-neighbour blend on: decoder alone.")
+            return
+        reference = self._reference_values(others)
+        generator = torch.Generator(self.device).manual_seed(self.seed_)
+        self.module.eval()
+        fractions, weights = [], []
+        for rate in FIT_RATES:
+            parts, observed_shares = [], []
+            for tensors in self.minibatches(None, np.sort(fitting), batch_size):
+                part, share = self._hidden_restorations(tensors, rate, reference, generator)
+                parts.append(part)
+                observed_shares.append(share)
+            decoded, neighbours, truth = (np.concatenate(p) for p in zip(*parts, strict=True))
+            fractions.append(float(np.mean(np.concatenate(observed_shares))))
+            weights.append(best_blend_weight(decoded, neighbours, truth))
+        order = np.argsort(fractions)
+        self.neighbour_blend_ = {
+            "observed_fraction": [fractions[i] for i in order],
+            "weight": [weights[i] for i in order],
+        }
+        logger.info(
+            "Reference-neighbour blend weights %s at observed shares %s (%d samples).",
+            [round(w, 3) for w in self.neighbour_blend_["weight"]],
+            [round(f, 3) for f in self.neighbour_blend_["observed_fraction"]],
+            len(fitting),
+        )
+
+    def _hidden_restorations(
+        self,
+        tensors: dict[str, torch.Tensor],
+        rate: float,
+        reference: Reference,
+        generator: torch.Generator,
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+        """Hide ``rate`` of a minibatch's observed entries; restore them both ways.
+
+        Returns the decoder's restorations, the neighbours' means and the true values of the
+        hidden entries that some neighbour observed (log scale, float64), and each sample's
+        share of observed genes after hiding.
+        """
+        inputs = self.module._get_inference_input(tensors)
+        x = inputs[MODULE_KEYS.X_KEY].to(self.device)
+        missing = _on(inputs[MODULE_KEYS.MISSING_KEY], self.device)
+        _, observed, _ = self.module.prepare_values(x, missing)
+        draw = torch.rand(observed.shape, generator=generator, device=self.device)
+        hidden = observed & (draw < rate)
+        masked = torch.where(hidden, torch.nan, x)
+        out = self.module.inference(masked, missing, inputs[MODULE_KEYS.BATCH_KEY], encoding={})
+        all_genes = torch.arange(self.module.n_vars, device=self.device)
+        decoded = self._restore(out, all_genes, QUERY_CHUNK_SIZE, _columns_first(hidden))
+        values, seen, _ = self.module.prepare_values(masked, missing)
+        neighbours = nearest_references(values.float(), seen, reference, N_NEIGHBOURS)
+        mean, valid = neighbour_mean(reference, neighbours, all_genes)
+        truth = x
+        if self.module.input_is_counts:
+            truth = log_normalise(x, size_factors(x, seen, self.module.gene_share))
+        use = hidden & valid
+        part = tuple(t[use].double().cpu().numpy() for t in (decoded, mean, truth))
+        return part, seen.float().mean(dim=1).cpu().numpy()
 
     def _restore(
         self,
@@ -236,6 +423,11 @@ class RestorationMixin:
             total_sq += diff.square()
         variance = (total_sq - total.square() / n_samples) / (n_samples - 1)
         return variance.clamp_min(0.0).sqrt().float()
+
+
+def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """``tensor`` on ``device`` (``None`` stays ``None``)."""
+    return None if tensor is None else tensor.to(device)
 
 
 def _columns_first(wanted: torch.Tensor) -> torch.Tensor:

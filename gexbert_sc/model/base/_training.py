@@ -314,3 +314,7 @@ class TrainingMixin(UnsupervisedTrainingMixin):
                 checkpoint=checkpoint,
                 **trainer_kwargs,
             )
+        self._after_training()
+
+    def _after_training(self) -> None:
+        """Fit what depends on the trained weights (nothing here; see subclasses)."""

@@ -1,0 +1,144 @@
+"""Reference-neighbour restoration: the mean of the nearest training samples, and its blend.
+
+A sample's missing genes are restored twice: by the decoder, and by the mean of its ``k``
+nearest reference samples (the model's training AnnData), found on the genes the sample
+has, as :class:`sklearn.impute.KNNImputer` finds them. The two are blended with a weight
+that depends on how much of the sample was observed, fitted when the model is trained on
+validation samples with entries hidden at several rates (:func:`fit_blend_weights`), so
+that the blend is never worse there than either part (see :doc:`/design`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+#: Neighbours averaged per sample.
+N_NEIGHBOURS = 15
+#: At most this many reference values (samples × genes) are kept in memory.
+MAX_REFERENCE_VALUES = 20_000_000
+#: Shares of each validation sample's observed entries hidden to fit the blend weights.
+FIT_RATES = (0.1, 0.5, 0.9)
+#: Validation samples used to fit the blend weights (a seeded subset beyond).
+MAX_FIT_SAMPLES = 500
+
+
+class Reference(NamedTuple):
+    """Reference samples on the model's log scale."""
+
+    #: ``(n, G)`` values, 0 where missing.
+    values: torch.Tensor
+    #: ``(n, G)`` bool, ``True`` where observed.
+    observed: torch.Tensor
+
+
+def nearest_references(
+    values: torch.Tensor, observed: torch.Tensor, reference: Reference, k: int
+) -> torch.Tensor:
+    """Find each sample's ``k`` nearest reference samples on the genes both have.
+
+    The distance is the mean squared difference over the genes observed in both (the
+    ranking of scikit-learn's ``nan_euclidean_distances``); a reference sample sharing no
+    gene is never a neighbour unless fewer than ``k`` share one.
+
+    Parameters
+    ----------
+    values, observed
+        ``(B, G)`` samples on the model's log scale (0 where missing) and their mask.
+    reference
+        The reference samples.
+    k
+        Neighbours per sample (at most the number of reference samples).
+
+    Returns
+    -------
+    ``(B, k)`` indices into the reference.
+    """
+    mask = observed.to(values.dtype)
+    ref_mask = reference.observed.to(values.dtype)
+    q = values * mask
+    r = reference.values * ref_mask
+    squared = (q * q) @ ref_mask.T - 2 * q @ r.T + mask @ (r * r).T
+    shared = mask @ ref_mask.T
+    distance = torch.where(shared > 0, squared / shared.clamp_min(1), torch.inf)
+    return distance.topk(min(k, len(reference.values)), dim=1, largest=False).indices
+
+
+def neighbour_mean(
+    reference: Reference, neighbours: torch.Tensor, gene_idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the neighbours' values of genes ``gene_idx``, over those that observed them.
+
+    Parameters
+    ----------
+    reference
+        The reference samples.
+    neighbours
+        ``(B, k)`` reference indices (:func:`nearest_references`).
+    gene_idx
+        ``(G',)`` genes.
+
+    Returns
+    -------
+    ``(mean, valid)``, both ``(B, G')``: ``valid`` is ``False`` where no neighbour observed
+    the gene (``mean`` is 0 there).
+    """
+    values = reference.values[:, gene_idx][neighbours]  # (B, k, G')
+    seen = reference.observed[:, gene_idx][neighbours].to(values.dtype)
+    count = seen.sum(dim=1)
+    mean = (values * seen).sum(dim=1) / count.clamp_min(1)
+    return mean, count > 0
+
+
+def blend_weight(
+    observed_fraction: torch.Tensor, blend: dict[str, list[float]] | None
+) -> torch.Tensor:
+    """Weight of the neighbour mean for samples with the given share of observed genes.
+
+    Parameters
+    ----------
+    observed_fraction
+        ``(B,)`` share of the model's genes each sample has.
+    blend
+        The fitted weights (``{"observed_fraction": [...], "weight": [...]}``, fractions
+        increasing), interpolated linearly and held constant beyond the ends; ``None``: 0.
+
+    Returns
+    -------
+    ``(B,)`` weights in [0, 1].
+    """
+    if blend is None:
+        return torch.zeros_like(observed_fraction)
+    weights = np.interp(
+        observed_fraction.double().cpu().numpy(), blend["observed_fraction"], blend["weight"]
+    )
+    return torch.as_tensor(weights, dtype=observed_fraction.dtype, device=observed_fraction.device)
+
+
+def best_blend_weight(
+    decoded: npt.NDArray[np.float64],
+    neighbours: npt.NDArray[np.float64],
+    truth: npt.NDArray[np.float64],
+) -> float:
+    """Return the ``w`` in [0, 1] minimising the squared error of ``(1 - w) d + w n``.
+
+    Parameters
+    ----------
+    decoded, neighbours, truth
+        The decoder's restorations ``d``, the neighbours' means ``n`` and the true values
+        of the same hidden entries (any shape).
+
+    Returns
+    -------
+    The weight (0 when the two restorations agree everywhere).
+    """
+    difference = neighbours - decoded
+    denominator = float(np.sum(difference * difference))
+    if denominator == 0.0:
+        return 0.0
+    return float(np.clip(np.sum((truth - decoded) * difference) / denominator, 0.0, 1.0))
