@@ -10,22 +10,21 @@ that the blend is never worse there than either part (see :doc:`/design`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    import numpy.typing as npt
-
 #: Neighbours averaged per sample.
 N_NEIGHBOURS = 15
 #: At most this many reference values (samples × genes) are kept in memory.
-MAX_REFERENCE_VALUES = 20_000_000
+MAX_REFERENCE_VALUES = 10_000_000
 #: Shares of each validation sample's observed entries hidden to fit the blend weights.
 FIT_RATES = (0.1, 0.5, 0.9)
 #: Validation samples used to fit the blend weights (a seeded subset beyond).
 MAX_FIT_SAMPLES = 500
+#: Hidden entries scored per fitting sample (a random subset beyond).
+MAX_FIT_GENES = 128
 
 
 class Reference(NamedTuple):
@@ -88,11 +87,11 @@ def neighbour_mean(
     ``(mean, valid)``, both ``(B, G')``: ``valid`` is ``False`` where no neighbour observed
     the gene (``mean`` is 0 there).
     """
-    values = reference.values[:, gene_idx][neighbours]  # (B, k, G')
-    seen = reference.observed[:, gene_idx][neighbours].to(values.dtype)
-    count = seen.sum(dim=1)
-    mean = (values * seen).sum(dim=1) / count.clamp_min(1)
-    return mean, count > 0
+    values = reference.values
+    weights = values.new_zeros(len(neighbours), len(values)).scatter_(1, neighbours, 1.0)
+    total = (weights @ values)[:, gene_idx]
+    count = (weights @ reference.observed.to(values.dtype))[:, gene_idx]
+    return total / count.clamp_min(1), count > 0
 
 
 def blend_weight(
@@ -120,25 +119,40 @@ def blend_weight(
     return torch.as_tensor(weights, dtype=observed_fraction.dtype, device=observed_fraction.device)
 
 
-def best_blend_weight(
-    decoded: npt.NDArray[np.float64],
-    neighbours: npt.NDArray[np.float64],
-    truth: npt.NDArray[np.float64],
-) -> float:
-    """Return the ``w`` in [0, 1] minimising the squared error of ``(1 - w) d + w n``.
+def blend_sums(
+    decoded: torch.Tensor, neighbours: torch.Tensor, truth: torch.Tensor
+) -> tuple[float, float]:
+    """Sum what :func:`best_blend_weight` needs over a set of hidden entries.
 
     Parameters
     ----------
     decoded, neighbours, truth
         The decoder's restorations ``d``, the neighbours' means ``n`` and the true values
-        of the same hidden entries (any shape).
+        ``t`` of the same hidden entries (any shape).
+
+    Returns
+    -------
+    ``(sum((t - d) (n - d)), sum((n - d)^2))``.
+    """
+    difference = (neighbours - decoded).double()
+    return (
+        float(((truth - decoded).double() * difference).sum()),
+        float((difference * difference).sum()),
+    )
+
+
+def best_blend_weight(numerator: float, denominator: float) -> float:
+    """Return the ``w`` in [0, 1] minimising the squared error of ``(1 - w) d + w n``.
+
+    Parameters
+    ----------
+    numerator, denominator
+        :func:`blend_sums` over the hidden entries (added up over minibatches).
 
     Returns
     -------
     The weight (0 when the two restorations agree everywhere).
     """
-    difference = neighbours - decoded
-    denominator = float(np.sum(difference * difference))
     if denominator == 0.0:
         return 0.0
-    return float(np.clip(np.sum((truth - decoded) * difference) / denominator, 0.0, 1.0))
+    return float(np.clip(numerator / denominator, 0.0, 1.0))

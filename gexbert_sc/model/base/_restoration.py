@@ -16,11 +16,13 @@ from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE, REGISTRY_KEYS
 from gexbert_sc.data._normalization import log_normalise, size_factors, to_input_scale
 from gexbert_sc.model.base._neighbours import (
     FIT_RATES,
+    MAX_FIT_GENES,
     MAX_FIT_SAMPLES,
     MAX_REFERENCE_VALUES,
     N_NEIGHBOURS,
     Reference,
     best_blend_weight,
+    blend_sums,
     blend_weight,
     nearest_references,
     neighbour_mean,
@@ -266,16 +268,20 @@ class RestorationMixin:
         if len(indices) > limit:
             rng = np.random.default_rng(self.seed_)
             indices = np.sort(rng.choice(indices, limit, replace=False))
-        values, observed = [], []
+        values = torch.zeros(len(indices), self.module.n_vars, device=self.device)
+        observed = torch.zeros(values.shape, dtype=torch.bool, device=self.device)
+        start = 0
         for tensors in self.minibatches(None, indices):
             inputs = self.module._get_inference_input(tensors)
             y, seen, _ = self.module.prepare_values(
                 inputs[MODULE_KEYS.X_KEY].to(self.device),
                 _on(inputs[MODULE_KEYS.MISSING_KEY], self.device),
             )
-            values.append(torch.where(seen, y.float(), 0.0))
-            observed.append(seen)
-        return Reference(torch.cat(values), torch.cat(observed))
+            rows = slice(start, start + len(y))
+            values[rows] = torch.where(seen, y.float(), 0.0)
+            observed[rows] = seen
+            start = rows.stop
+        return Reference(values, observed)
 
     def _after_training(self) -> None:
         """Fit the reference-neighbour blend weights (:meth:`_fit_neighbour_blend`)."""
@@ -309,14 +315,13 @@ class RestorationMixin:
         self.module.eval()
         fractions, weights = [], []
         for rate in FIT_RATES:
-            parts, observed_shares = [], []
+            sums, observed_shares = np.zeros(2), []
             for tensors in self.minibatches(None, np.sort(fitting), batch_size):
                 part, share = self._hidden_restorations(tensors, rate, reference, generator)
-                parts.append(part)
+                sums += part
                 observed_shares.append(share)
-            decoded, neighbours, truth = (np.concatenate(p) for p in zip(*parts, strict=True))
             fractions.append(float(np.mean(np.concatenate(observed_shares))))
-            weights.append(best_blend_weight(decoded, neighbours, truth))
+            weights.append(best_blend_weight(*sums))
         order = np.argsort(fractions)
         self.neighbour_blend_ = {
             "observed_fraction": [fractions[i] for i in order],
@@ -335,12 +340,13 @@ class RestorationMixin:
         rate: float,
         reference: Reference,
         generator: torch.Generator,
-    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
-        """Hide ``rate`` of a minibatch's observed entries; restore them both ways.
+    ) -> tuple[tuple[float, float], np.ndarray]:
+        """Hide ``rate`` of a minibatch's observed entries; restore some of them both ways.
 
-        Returns the decoder's restorations, the neighbours' means and the true values of the
-        hidden entries that some neighbour observed (log scale, float64), and each sample's
-        share of observed genes after hiding.
+        Up to ``MAX_FIT_GENES`` hidden entries per sample, drawn at random, are restored by
+        the decoder and by the neighbours' mean (those that some neighbour observed).
+        Returns their :func:`blend_sums` on the model's log scale, and each sample's share
+        of observed genes after hiding.
         """
         inputs = self.module._get_inference_input(tensors)
         x = inputs[MODULE_KEYS.X_KEY].to(self.device)
@@ -350,17 +356,22 @@ class RestorationMixin:
         hidden = observed & (draw < rate)
         masked = torch.where(hidden, torch.nan, x)
         out = self.module.inference(masked, missing, inputs[MODULE_KEYS.BATCH_KEY], encoding={})
+        # a random subset of each sample's hidden entries is scored
+        priority = torch.where(hidden, draw, 2.0)
+        n_scored = min(MAX_FIT_GENES, self.module.n_vars)
+        columns = priority.topk(n_scored, dim=1, largest=False).indices
+        scored = hidden.gather(1, columns)
         all_genes = torch.arange(self.module.n_vars, device=self.device)
-        decoded = self._restore(out, all_genes, QUERY_CHUNK_SIZE, _columns_first(hidden))
+        decoded = self._restore(out, all_genes, QUERY_CHUNK_SIZE, columns).gather(1, columns)
         values, seen, _ = self.module.prepare_values(masked, missing)
         neighbours = nearest_references(values.float(), seen, reference, N_NEIGHBOURS)
         mean, valid = neighbour_mean(reference, neighbours, all_genes)
         truth = x
         if self.module.input_is_counts:
             truth = log_normalise(x, size_factors(x, seen, self.module.gene_share))
-        use = hidden & valid
-        part = tuple(t[use].double().cpu().numpy() for t in (decoded, mean, truth))
-        return part, seen.float().mean(dim=1).cpu().numpy()
+        use = scored & valid.gather(1, columns)
+        sums = blend_sums(decoded[use], mean.gather(1, columns)[use], truth.gather(1, columns)[use])
+        return sums, seen.float().mean(dim=1).cpu().numpy()
 
     def _restore(
         self,
