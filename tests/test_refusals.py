@@ -315,6 +315,27 @@ MODEL_TRIES = [
         "`max_epochs` must be a pos",
     ),
     ("max-epochs-float", set_up(), trained_with(max_epochs=1.5), ValueError, "got 1.5"),
+    (
+        "early-stopping-patience-0",
+        set_up(),
+        trained_with(early_stopping_patience=0),
+        ValueError,
+        "`early_stopping_patience` must be a positive integer, got 0",
+    ),
+    (
+        "early-stopping-patience-float",
+        set_up(),
+        trained_with(early_stopping_patience=2.5),
+        ValueError,
+        "`early_stopping_patience` must be a positive integer, got 2.5",
+    ),
+    (
+        "early-stopping-not-a-bool",
+        set_up(),
+        trained_with(early_stopping="yes"),
+        TypeError,
+        "`early_stopping` must be None, True or False, got 'yes'",
+    ),
 ]
 
 

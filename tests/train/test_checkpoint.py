@@ -60,7 +60,11 @@ torch.save(
 
 def _start(script: Path, out: Path, checkpoint_dir: Path | None, resume: bool) -> subprocess.Popen:
     """Run ``script`` in a fresh interpreter; its stderr goes to ``out`` with suffix ``.log``."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join((str(TESTS_DIR), str(TESTS_DIR.parent))),
+        "OMP_NUM_THREADS": "1",
+    }
     args = [str(out), str(checkpoint_dir or ""), "1" if resume else "0"]
     with out.with_suffix(".log").open("w") as log:
         return subprocess.Popen(

@@ -59,7 +59,11 @@ def test_two_processes_train_identical_weights(tmp_path: Path) -> None:
     """Two ranks end with the same weights, the loss falls, rank 0's model loads alike."""
     script = tmp_path / "train.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join((str(TESTS_DIR), str(TESTS_DIR.parent))),
+        "OMP_NUM_THREADS": "1",
+    }
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path)],
         env=env,
@@ -90,7 +94,11 @@ def run_ddp(tmp_path: Path) -> Iterator[Callable[..., subprocess.CompletedProces
     def run(script: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         path = tmp_path / "script.py"
         path.write_text(script)
-        env = {**os.environ, "PYTHONPATH": str(TESTS_DIR), "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join((str(TESTS_DIR), str(TESTS_DIR.parent))),
+            "OMP_NUM_THREADS": "1",
+        }
         process = subprocess.Popen(
             [sys.executable, str(path), *args],
             env=env,

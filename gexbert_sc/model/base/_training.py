@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 import scvi
 import torch
+from lightning.pytorch.callbacks import Callback
+from scvi.model._utils import use_distributed_sampler
 from scvi.model.base import UnsupervisedTrainingMixin
 
 from gexbert_sc.train import (
     AtomicCheckpoint,
     GexBERTTrainingPlan,
     Precision,
+    RestoreBestWeights,
     checkpoint_files,
     resolve_precision,
 )
@@ -30,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 def default_max_epochs(n_obs: int) -> int:
     """Epochs for ``train()`` when none are given: about 40k sample passes, 10–100 epochs.
+
+    With early stopping (the default whenever the split leaves validation samples) this is a
+    ceiling: training usually stops earlier, once ``validation_loss`` has not improved for
+    ``early_stopping_patience`` epochs. Without it, every epoch is run.
 
     Parameters
     ----------
@@ -43,15 +50,48 @@ def default_max_epochs(n_obs: int) -> int:
     return int(np.clip(round(40_000 / max(n_obs, 1)), 10, 100))
 
 
-def _usable_train_size(
-    n_obs: int, train_size: float | None, validation_size: float | None, early_stopping: bool
-) -> float | None:
-    """Return ``train_size``, or 1.0 where the split would leave no validation sample.
+def _early_stopping(
+    early_stopping: bool | None,
+    n_obs: int,
+    train_size: float | None,
+    validation_size: float | None,
+    distributed: bool,
+) -> tuple[bool, float | None]:
+    """Resolve ``early_stopping`` and ``train_size`` of :meth:`TrainingMixin.train`.
 
     scvi-tools' split puts ``n_obs - ceil(0.9 n_obs)`` samples (or ``floor(validation_size
     n_obs)``) in validation: none below 10 samples, and Lightning then refuses the empty
-    validation loader. Early stopping needs validation samples, so it is refused there.
+    validation loader, so every sample is trained on (``train_size=1.0``). Early stopping
+    needs validation samples: ``None`` turns it on where there are some (and off with
+    several processes, where scvi-tools does not stop early), ``True`` is refused without
+    them.
+
+    Returns
+    -------
+    Whether to stop early, and the ``train_size`` to use.
     """
+    if early_stopping is not None and not isinstance(early_stopping, bool):
+        msg = f"`early_stopping` must be None, True or False, got {early_stopping!r}."
+        raise TypeError(msg)
+    usable = _usable_train_size(n_obs, train_size, validation_size)
+    if usable == 1.0:
+        if early_stopping:
+            msg = (
+                f"`early_stopping=True` needs validation samples, but the split of {n_obs} "
+                f"samples (`train_size={train_size}`, `validation_size={validation_size}`) "
+                "leaves none; lower `train_size` or train without early stopping."
+            )
+            raise ValueError(msg)
+        return False, usable
+    if early_stopping is None:
+        return not distributed, usable
+    return early_stopping, usable
+
+
+def _usable_train_size(
+    n_obs: int, train_size: float | None, validation_size: float | None
+) -> float | None:
+    """Return ``train_size``, or 1.0 where the split would leave no validation sample."""
     if train_size == 1.0:
         return train_size
     share = 0.9 if train_size is None else train_size
@@ -61,13 +101,6 @@ def _usable_train_size(
         n_validation = math.floor(validation_size * n_obs)
     if n_validation > 0:
         return train_size
-    if early_stopping:
-        msg = (
-            f"`early_stopping=True` needs validation samples, but the split of {n_obs} samples "
-            f"(`train_size={train_size}`, `validation_size={validation_size}`) leaves none; "
-            "lower `train_size` or train without early stopping."
-        )
-        raise ValueError(msg)
     logger.info("The split of %d samples leaves no validation sample: training on all.", n_obs)
     return 1.0
 
@@ -172,7 +205,8 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         batch_size: int | None = None,
         lr: float = 1e-3,
         precision: Precision = "auto",
-        early_stopping: bool = False,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int = 5,
         check_val_every_n_epoch: int = 1,
         train_size: float | None = None,
         validation_size: float | None = None,
@@ -189,7 +223,8 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         Parameters
         ----------
         max_epochs
-            Passes over the training samples; ``None`` uses :func:`default_max_epochs`.
+            Passes over the training samples, at most (with early stopping); ``None`` uses
+            :func:`default_max_epochs`.
         batch_size
             Minibatch size (default 64; 256 for :class:`~gexbert_sc.GexBERTSurvival`, whose
             Cox risk sets are formed within a minibatch).
@@ -199,8 +234,19 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             ``"auto"`` (bf16 autocast where the hardware runs it natively, else fp32),
             ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"``.
         early_stopping
-            Stop when ``validation_loss`` stops improving (``early_stopping_patience`` etc.
-            can be given in ``trainer_kwargs``).
+            Stop once ``validation_loss`` (the restoration loss of the validation samples,
+            on the same masks every epoch; a task model's own loss) has not improved for
+            ``early_stopping_patience`` validations in a row, then put back the weights of
+            the epoch with the lowest ``validation_loss``
+            (:class:`~gexbert_sc.train.RestoreBestWeights`; the epoch is logged). ``None``
+            (default): on whenever the split leaves validation samples, off otherwise (fewer
+            than 10 samples, ``train_size=1.0``) and with several processes
+            (``strategy="ddp"``), where scvi-tools does not stop early. ``True``: on, and
+            refused without validation samples. ``False``: every epoch is run and the last
+            weights are kept. ``early_stopping_min_delta`` (default 0.0, an absolute
+            improvement) can be given in ``trainer_kwargs``.
+        early_stopping_patience
+            Validations without improvement before training stops (default 5).
         check_val_every_n_epoch
             Validation frequency; the validation loss is computed with masking on. Ignored
             when ``train_size=1.0`` (no validation samples).
@@ -222,9 +268,9 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             holds the weights, the optimiser and learning-rate schedule states, the epoch and
             step counters, the seed and the random generators' states (the plan's and
             torch's global one, which shuffles the minibatches and draws dropout) of every
-            process. Each file
-            is written under a temporary name in the directory and then renamed, so a killed
-            run never leaves a truncated checkpoint. A fresh run refuses a directory that
+            process and, with early stopping, its state and the best weights so far. Each
+            file is written under a temporary name in the directory and then renamed, so a
+            killed run never leaves a truncated checkpoint. A fresh run refuses a directory that
             already holds checkpoints.
         every_n_epochs
             Epochs between checkpoints (default 1); needs ``checkpoint_dir``.
@@ -232,10 +278,10 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             Continue from the newest checkpoint in ``checkpoint_dir`` (which must hold one)
             until ``max_epochs``. Build the model as for the interrupted run (same data and
             ``seed``; another seed is refused) and give the same ``max_epochs``,
-            ``batch_size``, ``lr``, split, ``plan_kwargs`` and number of processes (another
-            is refused): on CPU with ``precision="32-true"`` the final weights then equal
-            those of an uninterrupted run, bit for bit, in every process. ``history``
-            holds only the resumed epochs. Lightning's ``ckpt_path`` (in
+            ``batch_size``, ``lr``, split, early stopping arguments, ``plan_kwargs`` and
+            number of processes (another is refused): on CPU with ``precision="32-true"``
+            the final weights then equal those of an uninterrupted run, bit for bit, in
+            every process. ``history`` holds only the resumed epochs. Lightning's ``ckpt_path`` (in
             ``trainer_kwargs``) resumes from a given checkpoint file instead.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``);
@@ -250,12 +296,14 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             With several processes, in every process but the one that failed (which raises
             its own error): the failed process's rank, error type and message.
         TypeError
-            If ``checkpoint_dir`` is not a path or ``resume`` not a bool.
+            If ``checkpoint_dir`` is not a path, ``resume`` not a bool, or
+            ``early_stopping`` not None or a bool.
         ValueError
-            If ``every_n_epochs`` is not a positive integer, ``every_n_epochs`` or
-            ``resume=True`` come without ``checkpoint_dir``, ``resume=True`` comes with
-            ``ckpt_path``, or the checkpoint was written with another seed or number of
-            processes.
+            If ``early_stopping=True`` and the split leaves no validation sample,
+            ``early_stopping_patience`` or ``every_n_epochs`` is not a positive integer,
+            ``every_n_epochs`` or ``resume=True`` come without ``checkpoint_dir``,
+            ``resume=True`` comes with ``ckpt_path``, or the checkpoint was written with
+            another seed or number of processes.
         FileNotFoundError
             If ``resume=True`` and ``checkpoint_dir`` holds no checkpoint.
         FileExistsError
@@ -274,12 +322,17 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             max_epochs = default_max_epochs(self.adata.n_obs)
         if batch_size is None:
             batch_size = self._default_batch_size
-        check_positive_integers(max_epochs=max_epochs, batch_size=batch_size)
+        check_positive_integers(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            early_stopping_patience=early_stopping_patience,
+        )
         if not is_finite_number(lr) or lr <= 0:
             msg = f"`lr` must be a positive finite number, got {lr!r}."
             raise ValueError(msg)
-        train_size = _usable_train_size(
-            self.adata.n_obs, train_size, validation_size, early_stopping
+        distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
+        early_stopping, train_size = _early_stopping(
+            early_stopping, self.adata.n_obs, train_size, validation_size, distributed
         )
         checkpoint, resume_from = _checkpointing(
             checkpoint_dir, every_n_epochs, resume, trainer_kwargs.get("ckpt_path")
@@ -293,7 +346,24 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         resolved = resolve_precision(precision, on_gpu)
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
-        logger.info("Training for %d epochs (precision %s).", max_epochs, resolved)
+        # scvi-tools does not stop early with DDP (it warns where `early_stopping=True`)
+        if stops_early := early_stopping and not distributed:
+            callbacks = trainer_kwargs.get("callbacks") or []
+            trainer_kwargs["callbacks"] = [
+                *([callbacks] if isinstance(callbacks, Callback) else callbacks),
+                RestoreBestWeights(trainer_kwargs["early_stopping_monitor"]),
+            ]
+        if stops_early:
+            logger.info(
+                "Training for at most %d epochs, stopping after %d without improvement of %s "
+                "(precision %s).",
+                max_epochs,
+                early_stopping_patience,
+                trainer_kwargs["early_stopping_monitor"],
+                resolved,
+            )
+        else:
+            logger.info("Training for %d epochs (precision %s).", max_epochs, resolved)
         # the getters leave the module in eval mode, and Lightning does not switch it back
         self.module.train()
         with _scvi_seed(self.seed_), warnings.catch_warnings():
@@ -303,6 +373,7 @@ class TrainingMixin(UnsupervisedTrainingMixin):
                 max_epochs=max_epochs,
                 batch_size=batch_size,
                 early_stopping=early_stopping,
+                early_stopping_patience=early_stopping_patience,
                 train_size=train_size,
                 validation_size=validation_size,
                 accelerator=accelerator,
