@@ -19,6 +19,8 @@ import torch
 N_NEIGHBOURS = 15
 #: At most this many reference values (samples × genes) are kept in memory.
 MAX_REFERENCE_VALUES = 10_000_000
+#: Reference samples compared with a minibatch at once.
+REFERENCE_CHUNK = 1024
 #: Shares of each validation sample's observed entries hidden to fit the blend weights.
 FIT_RATES = (0.1, 0.5, 0.9)
 #: Validation samples used to fit the blend weights (a seeded subset beyond).
@@ -59,12 +61,16 @@ def nearest_references(
     ``(B, k)`` indices into the reference.
     """
     mask = observed.to(values.dtype)
-    ref_mask = reference.observed.to(values.dtype)
     q = values * mask
-    r = reference.values * ref_mask
-    squared = (q * q) @ ref_mask.T - 2 * q @ r.T + mask @ (r * r).T
-    shared = mask @ ref_mask.T
-    distance = torch.where(shared > 0, squared / shared.clamp_min(1), torch.inf)
+    distances = []
+    # reference rows a chunk at a time: no temporary of the reference's size
+    for start in range(0, len(reference.values), REFERENCE_CHUNK):
+        r = reference.values[start : start + REFERENCE_CHUNK]
+        ref_mask = reference.observed[start : start + REFERENCE_CHUNK].to(values.dtype)
+        squared = (q * q) @ ref_mask.T - 2 * q @ r.T + mask @ (r * r).T
+        shared = mask @ ref_mask.T
+        distances.append(torch.where(shared > 0, squared / shared.clamp_min(1), torch.inf))
+    distance = torch.cat(distances, dim=1)
     return distance.topk(min(k, len(reference.values)), dim=1, largest=False).indices
 
 
@@ -87,11 +93,15 @@ def neighbour_mean(
     ``(mean, valid)``, both ``(B, G')``: ``valid`` is ``False`` where no neighbour observed
     the gene (``mean`` is 0 there).
     """
-    values = reference.values
-    weights = values.new_zeros(len(neighbours), len(values)).scatter_(1, neighbours, 1.0)
-    total = (weights @ values)[:, gene_idx]
-    count = (weights @ reference.observed.to(values.dtype))[:, gene_idx]
-    return total / count.clamp_min(1), count > 0
+    weights = reference.values.new_zeros(len(neighbours), len(reference.values))
+    weights.scatter_(1, neighbours, 1.0)
+    total = weights.new_zeros(len(neighbours), reference.values.shape[1])
+    count = torch.zeros_like(total)
+    for start in range(0, len(reference.values), REFERENCE_CHUNK):
+        rows = slice(start, start + REFERENCE_CHUNK)
+        total += weights[:, rows] @ reference.values[rows]
+        count += weights[:, rows] @ reference.observed[rows].to(total.dtype)
+    return total[:, gene_idx] / count[:, gene_idx].clamp_min(1), count[:, gene_idx] > 0
 
 
 def blend_weight(
