@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 #: The unlabelled category registered when the user names none (never a real label).
 DEFAULT_UNLABELED = "gexbert_unlabeled"
 ClassWeight = Literal["balanced"] | None
-PanelAdaptation = Literal["auto"] | bool
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +250,7 @@ class GexBERTClassifier(GexBERTTaskModel):
         soft: bool = False,
         batch_size: int | None = None,
         *,
-        panel_adapted: PanelAdaptation = "auto",
+        panel_adapted: Literal["auto"] | bool = "auto",
         memory_budget: int | str | None = None,
         precision: Precision = "32-true",
     ) -> pd.Series | pd.DataFrame:
@@ -319,7 +318,7 @@ class GexBERTClassifier(GexBERTTaskModel):
         self,
         proba: np.ndarray,
         read: SamplesRead,
-        panel_adapted: PanelAdaptation,
+        panel_adapted: Literal["auto"] | bool,
         batch_size: int,
         precision: Precision,
     ) -> None:

@@ -37,6 +37,7 @@ def impute(
     n_samples: int | None = None,
     seed: int = 0,
     precision: Precision = "32-true",
+    reference_blend: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
     """Fill missing entries (or restore all entries) with a trained model.
@@ -83,6 +84,10 @@ def impute(
     precision
         ``"32-true"`` (default) or a reduced precision, as in
         :meth:`~gexbert_sc.GexBERT.get_latent_representation`.
+    reference_blend
+        Blend the restorations with the mean of each sample's nearest training samples
+        (default), or restore with the decoder alone (``False``); as in
+        :meth:`~gexbert_sc.GexBERT.impute_expression`.
     copy
         Return a modified copy instead of writing in place.
 
@@ -132,6 +137,7 @@ def impute(
         n_samples=n_samples,
         seed=seed,
         precision=precision,
+        reference_blend=reference_blend,
     )
     expression = model.expression_of(adata)
     if genes is not None:
@@ -163,6 +169,7 @@ def impute(
         "n_samples": n_samples,
         "seed": seed,
         "precision": precision,
+        "reference_blend": reference_blend,
         "n_imputed": int(imputed.nnz),
     }
     record(adata, model, key_added, params)

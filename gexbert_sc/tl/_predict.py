@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -28,6 +28,7 @@ def predict(
     batch_size: int | None = None,
     memory_budget: int | str | None = None,
     precision: Precision = "32-true",
+    panel_adapted: Literal["auto"] | bool = "auto",
     copy: bool = False,
 ) -> AnnData | None:
     """Predict each sample's class with a trained classifier, from the genes it has.
@@ -50,6 +51,10 @@ def predict(
     precision
         ``"32-true"`` (default) or a reduced precision, as in
         :meth:`~gexbert_sc.GexBERT.get_latent_representation`.
+    panel_adapted
+        Predict samples that lack some of the model's genes with a head refitted on the
+        training data read through their panel (``"auto"``, ``True``) or with the trained head
+        (``False``); as in :meth:`~gexbert_sc.GexBERTClassifier.predict`.
     copy
         Return a modified copy instead of writing in place.
 
@@ -84,7 +89,12 @@ def predict(
     check_model(model, GexBERTClassifier)
     adata = prepare_target(adata, copy)
     proba = model.predict(
-        adata, soft=True, batch_size=batch_size, memory_budget=memory_budget, precision=precision
+        adata,
+        soft=True,
+        batch_size=batch_size,
+        panel_adapted=panel_adapted,
+        memory_budget=memory_budget,
+        precision=precision,
     )
     confidence_key = key_added + OUTPUT_KEYS.CONFIDENCE_SUFFIX
     proba_key = key_added + OUTPUT_KEYS.PROBA_SUFFIX
@@ -95,7 +105,12 @@ def predict(
     adata.obs[key_added] = pd.Categorical(proba.columns[best], categories=proba.columns)
     adata.obs[confidence_key] = proba.to_numpy().max(axis=1)
     adata.obsm[proba_key] = proba
-    params = {"batch_size": batch_size, "memory_budget": memory_budget, "precision": precision}
+    params = {
+        "batch_size": batch_size,
+        "memory_budget": memory_budget,
+        "precision": precision,
+        "panel_adapted": panel_adapted,
+    }
     record(adata, model, key_added, params)
     logger.info(
         "Added `obs[%r]`, `obs[%r]` and `obsm[%r]`, the GexBERT class predictions.",

@@ -137,6 +137,16 @@ def test_tl_predict_writes_obs_obsm_and_provenance(classifier):
     np.testing.assert_allclose(result.obs["gexbert_prediction_confidence"], proba.max(axis=1))
     record = result.uns["gexbert"]["outputs"]["gexbert_prediction"]
     assert record["model"] == "GexBERTClassifier"
+    assert record["params"]["panel_adapted"] == "auto"
+    panel = adata.copy()
+    panel.X[:, 20:] = np.nan
+    adapted = tl.predict(panel, classifier, copy=True).obsm["gexbert_prediction_proba"]
+    head = tl.predict(panel, classifier, panel_adapted=False, copy=True)
+    pd.testing.assert_frame_equal(adapted, classifier.predict(panel, soft=True))
+    pd.testing.assert_frame_equal(
+        head.obsm["gexbert_prediction_proba"],
+        classifier.predict(panel, soft=True, panel_adapted=False),
+    )
     tl.predict(adata, classifier, key_added="celltype_pred")
     assert "celltype_pred_proba" in adata.obsm
 

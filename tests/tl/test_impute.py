@@ -94,3 +94,17 @@ def test_impute_of_some_genes_keeps_the_rest_as_measured():
     assert np.isfinite(values[:, asked]).all()
     mask = adata.layers["gexbert_imputed_mask"].toarray()
     np.testing.assert_array_equal(mask, flags & asked[None, :])
+
+
+def test_reference_blend_can_be_turned_off_and_is_recorded(trained_model):
+    adata = trained_model.adata.copy()
+    missing = np.isnan(adata.X)
+    decoder = tl.impute(adata, trained_model, reference_blend=False, copy=True)
+    params = decoder.uns["gexbert"]["outputs"]["gexbert_imputed"]["params"]
+    assert params["reference_blend"] is False
+    expected = trained_model.get_imputed_expression(adata, reference_blend=False)
+    np.testing.assert_array_equal(decoder.layers["gexbert_imputed"], expected.to_numpy())
+    blended = tl.impute(adata, trained_model, copy=True)
+    assert blended.uns["gexbert"]["outputs"]["gexbert_imputed"]["params"]["reference_blend"]
+    moved = blended.layers["gexbert_imputed"] != decoder.layers["gexbert_imputed"]
+    assert moved[missing].mean() > 0.9 and not moved[~missing].any()
