@@ -27,8 +27,9 @@ Goals (issue 24): restoration at 50 % ≤ 0.97 × the best baseline and no case 
 training of zeisel_shallow (≈2,400 × 500) ≤ 10 min on 2 cores.
 
 Writes ``benchmarks/results/defaults.csv`` (one row per data set, seed, use, case and
-method), ``defaults_summary.csv`` (GexBERT against the best baseline and the goal, per data
-set, use and case) and ``defaults.png`` (GexBERT / best baseline per case).
+method), ``defaults_summary.csv`` and ``defaults_summary.md`` (GexBERT against the best
+baseline and the goal, per data set, use and case; the Markdown table is what
+docs/defaults.md shows) and ``defaults.png`` (GexBERT / best baseline per case).
 
 Rerun: ``GEXBERT_CPU_BF16=0 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python
 benchmarks/defaults.py`` (``--datasets``, ``--seeds``, ``--fast`` for a smoke run,
@@ -314,11 +315,34 @@ def plot(summary: pd.DataFrame, path) -> None:
     finish_figure(fig, axes[0, 0], path, loc="upper right")
 
 
+def markdown(summary: pd.DataFrame) -> str:
+    """The summary as the Markdown table that docs/defaults.md includes."""
+    lines = [
+        "| data set | use | case | GexBERT | without the new mechanism | best baseline "
+        "| ratio | goal met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary.itertuples():
+        name = f"{r.dataset} (held out)" if r.held_out else r.dataset
+        if r.use == "pretraining":
+            met = "" if pd.isna(r.goal_met) else ("yes" if r.goal_met else "**no**")
+            lines.append(f"| {name} | training | seconds | {r.gexbert:.0f} | | | | {met} |")
+            continue
+        without = "" if pd.isna(r.without_mechanism) else f"{r.without_mechanism:.3f}"
+        lines.append(
+            f"| {name} | {r.use} | {r.case} | {r.gexbert:.3f} | {without} | "
+            f"{r.baseline:.3f} ({r.best_baseline}) | {r.ratio:.3f} | "
+            f"{'yes' if r.goal_met else '**no**'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def report(table: pd.DataFrame, args: argparse.Namespace) -> None:
-    """Write the table, its summary and the figure; print the summary."""
+    """Write the table, its summary (CSV and Markdown) and the figure; print the summary."""
     summary = summarise(table)
     table.to_csv(results_path("defaults.csv", args), index=False)
     summary.to_csv(results_path("defaults_summary.csv", args), index=False)
+    results_path("defaults_summary.md", args).write_text(markdown(summary))
     plot(summary, results_path("defaults.png", args))
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

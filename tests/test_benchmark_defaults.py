@@ -39,6 +39,9 @@ def test_fast_run_scores_every_use_against_its_baselines(scoreboard):
         scoreboard.run("pbmc68k", 0, fast=True) + scoreboard.run("gse3143", 0, fast=True)
     )
     summary = scoreboard.summarise(table)
+    table_md = scoreboard.markdown(summary).splitlines()
+    assert len(table_md) == 2 + len(summary)  # header, rule, one line per summary row
+    assert any(line.startswith("| gse3143 (held out) | restoration | 50% |") for line in table_md)
     uses = summary.groupby("dataset")["use"].agg(set)
     assert uses["pbmc68k"] == {"restoration", "embedding", "panel", "pretraining"}
     assert uses["gse3143"] == {"restoration", "pretraining"}  # no labels: restoration only
