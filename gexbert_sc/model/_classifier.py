@@ -271,8 +271,9 @@ class GexBERTClassifier(GexBERTTaskModel):
         panel_adapted
             Samples that lack some of the model's genes (a panel) are predicted by a head
             refitted, for their panel, on the labelled training samples read through that
-            same panel: a logistic regression on the ``[CLS]`` embedding beside the panel's
-            values (:doc:`/design`, "Panel-adapted prediction"). Samples with every gene keep
+            same panel: a logistic regression on the panel's values, beside the ``[CLS]``
+            embedding where that scores better in a cross-validation on the training samples
+            (:doc:`/design`, "Never below the first baseline"). Samples with every gene keep
             the trained head. ``"auto"`` adapts when the samples asked for hold at most
             ``16`` distinct panels and the training AnnData is at hand; ``True`` adapts to
             every panel; ``False`` uses the trained head only.
@@ -341,18 +342,16 @@ class GexBERTClassifier(GexBERTTaskModel):
             ref = self._read_samples(
                 None, reference, batch_size, precision, genes_read=panel, with_values=True
             )
-            head = fit_panel_head(
-                panel_features(ref.z, ref.values, panel), labels, self._class_weight
-            )
+            head = fit_panel_head(ref.z, ref.values, panel, labels, self._class_weight, self.seed_)
+            features = panel_features(read.z[rows], read.values[rows], panel, head.with_embedding)
             adapted = np.zeros((int(rows.sum()), self.n_classes))
-            adapted[:, head.classes_] = head.predict_proba(
-                panel_features(read.z[rows], read.values[rows], panel)
-            )
+            adapted[:, head.pipeline.classes_] = head.pipeline.predict_proba(features)
             proba[rows] = adapted
             logger.info(
-                "Panel of %d genes: head refitted on %d reference samples read through it.",
+                "Panel of %d genes: head refitted on %d reference samples read through it (%s).",
                 int(panel.sum()),
                 len(reference),
+                "embedding and panel" if head.with_embedding else "panel values alone",
             )
 
     def _labelled_reference(self) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gexbert_sc import GexBERT, GexBERTClassifier, data, tl
+from gexbert_sc.model._panel_head import fit_panel_head, panel_features
 
 CLASSIFIER_TRAIN = {**TINY_TRAIN, "max_epochs": 12, "batch_size": 16, "lr": 5e-3}
 
@@ -279,3 +280,22 @@ def test_panel_adaptation_leaves_complete_samples_and_many_panels_to_the_head(cl
 def test_panel_adapted_refuses_other_values(classifier):
     with pytest.raises(ValueError, match="`panel_adapted` must be 'auto', True or False"):
         classifier.predict(panel_adapted="yes")
+
+
+@pytest.mark.parametrize("informative", ["panel", "embedding"])
+def test_panel_head_chooses_the_informative_feature_set(informative):
+    """Cross-validation keeps the embedding only where it adds to the panel's values."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    signal = np.eye(3)[labels] * 3 + rng.normal(size=(300, 3))
+    noise_z, noise_values = rng.normal(size=(300, 16)), rng.normal(size=(300, 10))
+    z = np.hstack([signal, noise_z]) if informative == "embedding" else noise_z
+    values = noise_values.copy()
+    if informative == "panel":
+        values[:, :3] = signal
+    panel = np.zeros(10, dtype=bool)
+    panel[:6] = True
+    head = fit_panel_head(z, values, panel, labels, "balanced", seed=0)
+    assert head.with_embedding is (informative == "embedding")
+    features = panel_features(z, values, panel, head.with_embedding)
+    assert (head.pipeline.predict(features) == labels).mean() > 0.9
