@@ -2,6 +2,7 @@
 
 from gexbert_sc.data._alignment import AlignmentReport, align_genes, check_var_names
 from gexbert_sc.data._input_scale import InputScale, resolve_input_scale
+from gexbert_sc.data._split import default_validation_indices
 from gexbert_sc.data._statistics import ExpressionStatistics, fit_expression_statistics
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "InputScale",
     "align_genes",
     "check_var_names",
+    "default_validation_indices",
     "fit_expression_statistics",
     "resolve_input_scale",
 ]

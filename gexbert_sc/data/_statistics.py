@@ -58,7 +58,13 @@ class ExpressionStatistics:
     max_size_factor: float
 
 
-def _sample_rows(n_obs: int, max_cells: int, seed: int) -> np.ndarray:
+class GenesNeverObservedError(ValueError):
+    """Some genes have no observed value in the rows the statistics are fitted on."""
+
+
+def _sample_rows(
+    n_obs: int, max_cells: int, seed: int, exclude: np.ndarray | None = None
+) -> np.ndarray:
     """Return the sorted rows the statistics are fitted on: all of them, or a seeded sample.
 
     Parameters
@@ -66,25 +72,29 @@ def _sample_rows(n_obs: int, max_cells: int, seed: int) -> np.ndarray:
     n_obs
         Number of rows of the data.
     max_cells
-        Most rows kept; with ``n_obs <= max_cells`` every row is kept, in order.
+        Most rows kept; with no more eligible rows every one is kept, in order.
     seed
         Seed of the sample (the same seed and sizes give the same rows on every run).
+    exclude
+        Rows never kept (default: none).
 
     Returns
     -------
     Increasing row positions.
     """
-    if n_obs <= max_cells:
-        return np.arange(n_obs)
-    return np.sort(np.random.default_rng(seed).choice(n_obs, size=max_cells, replace=False))
+    eligible = np.arange(n_obs) if exclude is None else np.setdiff1d(np.arange(n_obs), exclude)
+    if len(eligible) <= max_cells:
+        return eligible
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(eligible, size=max_cells, replace=False))
 
 
-def _subsample(matrix: Any, max_cells: int, seed: int) -> Any:
+def _subsample(matrix: Any, max_cells: int, seed: int, exclude: np.ndarray | None) -> Any:
     """Read the rows of :func:`_sample_rows`, ``_ROW_CHUNK`` at a time (never a whole file).
 
     Sparse stays sparse, in CSC for column access.
     """
-    rows = _sample_rows(matrix.shape[0], max_cells, seed)
+    rows = _sample_rows(matrix.shape[0], max_cells, seed, exclude)
     blocks = [matrix[rows[start : start + _ROW_CHUNK]] for start in range(0, len(rows), _ROW_CHUNK)]
     if sp.issparse(blocks[0]):
         return sp.vstack(blocks, format="csr").tocsc()
@@ -235,6 +245,7 @@ def fit_expression_statistics(
     n_axes: int,
     max_cells: int = 5_000,
     seed: int = 0,
+    exclude_rows: np.ndarray | None = None,
 ) -> ExpressionStatistics:
     """Fit library shares, bin edges, gene means and principal axes on (a subsample of) the data.
 
@@ -263,6 +274,8 @@ def fit_expression_statistics(
         Most rows read for fitting (default 5000).
     seed
         Seed of the row subsample.
+    exclude_rows
+        Rows never read (e.g. the validation samples); default: none.
 
     Returns
     -------
@@ -273,8 +286,8 @@ def fit_expression_statistics(
     ValueError
         If some genes are never observed in the fitted rows.
     """
-    values = _subsample(matrix, max_cells, seed)
-    missing = None if missing is None else _subsample(missing, max_cells, seed)
+    values = _subsample(matrix, max_cells, seed, exclude_rows)
+    missing = None if missing is None else _subsample(missing, max_cells, seed, exclude_rows)
     n_cells, n_genes = values.shape
     gene_share = np.full(n_genes, 1.0 / n_genes)
     factors = torch.ones(n_cells)
@@ -301,7 +314,7 @@ def fit_expression_statistics(
             "`missing_layer`) in the layer you register; to read a panel with a model "
             "pretrained on more genes, load that model with the aligned panel instead."
         )
-        raise ValueError(msg)
+        raise GenesNeverObservedError(msg)
     axes = _principal_axes(values, missing, factors, is_counts, gene_mean, n_axes, seed)
     logger.debug("Fitted expression statistics on %d rows × %d genes.", n_cells, n_genes)
     return ExpressionStatistics(

@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +23,10 @@ from scvi.model.base import BaseModelClass
 from scvi.model.base._constants import SAVE_KEYS
 
 from gexbert_sc._constants import OUTPUT_KEYS, REGISTRY_KEYS
-from gexbert_sc.data import check_var_names, fit_expression_statistics
+from gexbert_sc.data import check_var_names, default_validation_indices, fit_expression_statistics
 from gexbert_sc.data._input_scale import ScaleDecision
 from gexbert_sc.data._matrix import registered_values
+from gexbert_sc.data._statistics import GenesNeverObservedError
 from gexbert_sc.data._validation import expression_data
 from gexbert_sc.model.base._reading import query_expression, query_obs_column, registered_layout
 from gexbert_sc.model.base._saved_model import (
@@ -124,15 +126,33 @@ class GexBERTBase(BaseModelClass):
         """Fit the per-gene statistics on the registered data (seed 0, whatever ``seed``).
 
         The statistics describe the data, not a training run, so models of different seeds
-        on the same data share them.
+        on the same data share them. They are fitted without the samples that ``train()``
+        validates on by default (:func:`~gexbert_sc.data.default_validation_indices`), so
+        that no part of the model has seen those (all samples are read if a gene is
+        observed in none of the others).
         """
         manager = self.adata_manager
         matrix, missing = registered_values(manager)
         # resolved at set-up (the values were scanned then)
         is_counts = manager.registry["setup_args"]["input_scale"] == "counts"
-        stats = fit_expression_statistics(
-            matrix, missing, is_counts, n_levels, np.asarray(self.var_names), n_axes=d_model, seed=0
+        fit = partial(
+            fit_expression_statistics,
+            matrix,
+            missing,
+            is_counts,
+            n_levels,
+            np.asarray(self.var_names),
+            n_axes=d_model,
+            seed=0,
         )
+        try:
+            stats = fit(exclude_rows=default_validation_indices(matrix.shape[0]))
+        except GenesNeverObservedError:
+            logger.info(
+                "Some genes are observed only in the default validation samples: the "
+                "statistics are fitted on every sample."
+            )
+            stats = fit()
         return {
             "is_counts": is_counts,
             "gene_share": torch.from_numpy(stats.gene_share),

@@ -9,6 +9,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scvi
@@ -17,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from scvi.model._utils import use_distributed_sampler
 from scvi.model.base import UnsupervisedTrainingMixin
 
+from gexbert_sc.data import default_validation_indices
 from gexbert_sc.train import (
     AtomicCheckpoint,
     GexBERTTrainingPlan,
@@ -186,6 +188,18 @@ def _checkpointing(
     return checkpoint, None
 
 
+def _hold_out_default_validation(n_obs: int, trainer_kwargs: dict[str, Any]) -> None:
+    """Split the samples as :func:`~gexbert_sc.data.default_validation_indices` says.
+
+    The split goes into ``trainer_kwargs`` (unless they configure a data splitter already).
+    """
+    validation = default_validation_indices(n_obs)
+    if len(validation) == 0 or "datasplitter_kwargs" in trainer_kwargs:
+        return
+    training = np.setdiff1d(np.arange(n_obs), validation)
+    trainer_kwargs["datasplitter_kwargs"] = {"external_indexing": [training, validation]}
+
+
 class TrainingMixin(UnsupervisedTrainingMixin):
     """``train()`` for every GexBERT model.
 
@@ -251,9 +265,14 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             Validation frequency; the validation loss is computed with masking on. Ignored
             when ``train_size=1.0`` (no validation samples).
         train_size, validation_size
-            Split of the samples (:class:`scvi.dataloaders.DataSplitter`; default 90 % to
-            train, the rest to validate). When the split would leave no validation sample
-            (fewer than 10 samples), every sample is trained on (``train_size=1.0``).
+            Split of the samples (:class:`scvi.dataloaders.DataSplitter`). By default
+            (both ``None``) the 10 % of :func:`~gexbert_sc.data.default_validation_indices`
+            validate and the rest train: the samples the per-gene statistics were fitted
+            without, the same for every seed, so that the validation loss (and what is
+            fitted on it) is measured on samples no part of the model has seen. Given
+            either, scvi-tools draws a random split from the seed. When the split would
+            leave no validation sample (fewer than 10 samples), every sample is trained on
+            (``train_size=1.0``).
         accelerator, devices
             Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``; devices and strategies).
             Several devices or machines train with ``strategy="ddp"`` (``"ddp_notebook"`` in
@@ -364,11 +383,15 @@ class TrainingMixin(UnsupervisedTrainingMixin):
             )
         else:
             logger.info("Training for %d epochs (precision %s).", max_epochs, resolved)
+        if train_size is None and validation_size is None:
+            _hold_out_default_validation(self.adata.n_obs, trainer_kwargs)
         # the getters leave the module in eval mode, and Lightning does not switch it back
         self.module.train()
         with _scvi_seed(self.seed_), warnings.catch_warnings():
             if resume_from is not None:  # the directory holds the checkpoint resumed from
                 warnings.filterwarnings("ignore", "Checkpoint directory .* is not empty")
+            # a last training batch of 1-2 samples is harmless here (no batch statistics)
+            warnings.filterwarnings("ignore", "Last batch will have a small size")
             super().train(
                 max_epochs=max_epochs,
                 batch_size=batch_size,
