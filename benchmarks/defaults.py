@@ -252,7 +252,8 @@ def run(name: str, seed: int, fast: bool) -> list[dict]:
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """GexBERT against the best baseline per data set, use and case (mean over seeds, panels).
 
-    ``ratio`` is GexBERT / best baseline; ``goal_met`` applies issue 24's goal of the use;
+    ``ratio`` is GexBERT / best baseline; ``goal_met`` applies issue 24's goal of the use
+    (``goal_bar``: the value GexBERT has to reach);
     ``without_mechanism`` is GexBERT without the use's new mechanism (NaN where none). The
     default training's seconds close the table (mean over seeds).
     """
@@ -271,10 +272,10 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
         if key[2] == "restoration":
             bar = RESTORATION_GOAL * best["value"] if key[3] == "50%" else best["value"]
             met = ours <= bar
-        elif key[2] == "panel":
-            met = ours >= others.loc[others["method"] == "LR (panel)", "value"].iloc[0]
         else:
-            met = ours >= best["value"]
+            lr = others.loc[others["method"] == "LR (panel)", "value"]
+            bar = lr.iloc[0] if key[2] == "panel" else best["value"]
+            met = ours >= bar
         rows.append(
             {
                 **dict(zip(keys, key, strict=True)),
@@ -282,6 +283,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
                 "best_baseline": best["method"],
                 "baseline": best["value"],
                 "ratio": ours / best["value"],
+                "goal_bar": bar,
                 "goal_met": bool(met),
                 "without_mechanism": without.iloc[0] if len(without) else np.nan,
             }
@@ -319,19 +321,20 @@ def markdown(summary: pd.DataFrame) -> str:
     """The summary as the Markdown table that docs/defaults.md includes."""
     lines = [
         "| data set | use | case | GexBERT | without the new mechanism | best baseline "
-        "| ratio | goal met |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ratio | goal's bar | goal met |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary.itertuples():
         name = f"{r.dataset} (held out)" if r.held_out else r.dataset
         if r.use == "pretraining":
             met = "" if pd.isna(r.goal_met) else ("yes" if r.goal_met else "**no**")
-            lines.append(f"| {name} | training | seconds | {r.gexbert:.0f} | | | | {met} |")
+            bar = f"{TRAINING_GOAL_S}" if r.dataset == "zeisel_shallow" else ""
+            lines.append(f"| {name} | training | seconds | {r.gexbert:.0f} | | | | {bar} | {met} |")
             continue
         without = "" if pd.isna(r.without_mechanism) else f"{r.without_mechanism:.3f}"
         lines.append(
             f"| {name} | {r.use} | {r.case} | {r.gexbert:.3f} | {without} | "
-            f"{r.baseline:.3f} ({r.best_baseline}) | {r.ratio:.3f} | "
+            f"{r.baseline:.3f} ({r.best_baseline}) | {r.ratio:.3f} | {r.goal_bar:.3f} | "
             f"{'yes' if r.goal_met else '**no**'} |"
         )
     return "\n".join(lines) + "\n"
