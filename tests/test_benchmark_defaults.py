@@ -95,5 +95,7 @@ def test_summary_applies_each_use_goal(scoreboard):
     assert not met[("a", "embedding", "complete")]
     assert summary.loc[("a", "restoration", "50%"), "best_baseline"] == "KNNImputer"
     assert summary.loc[("a", "restoration", "50%"), "without_mechanism"] == 0.9
+    assert summary.loc[("a", "restoration", "50%"), "goal_bar"] == pytest.approx(0.97)
+    assert summary.loc[("a", "panel", "16"), "goal_bar"] == 0.79  # LR on the panel
     assert np.isnan(summary.loc[("a", "embedding", "complete"), "without_mechanism"])
     assert not met[("zeisel_shallow", "pretraining", "seconds")]
