@@ -4,7 +4,7 @@ A sample's missing genes are restored twice: by the decoder, and by the mean of 
 nearest reference samples (the model's training AnnData), found on the genes the sample
 has, as :class:`sklearn.impute.KNNImputer` finds them. The two are blended with a weight
 that depends on how much of the sample was observed, fitted when the model is trained on
-validation samples with entries hidden at several rates (:func:`fit_blend_weights`), so
+validation samples with entries hidden at several rates (:func:`best_blend_weight`), so
 that the blend is never worse there than either part (see :doc:`/design`).
 """
 

@@ -115,9 +115,9 @@ class RestorationMixin:
             Blend each missing value's restoration with the mean of the sample's
             15 nearest samples of the model's AnnData (found on the genes the sample has),
             with the weight fitted at the end of training for the sample's share of observed
-            genes (``neighbour_blend_``; see :doc:`/design`, "Reference-neighbour
-            restoration"). ``False``: the decoder alone. No effect on a model trained
-            before 0.3 (no fitted weights); a model loaded without its AnnData warns and
+            genes (``neighbour_blend_``; see :doc:`/design`, "Never below the first
+            baseline"). ``False``: the decoder alone. No effect on a model saved by an
+            earlier version (no fitted weights); a model loaded without its AnnData warns and
             restores with the decoder alone.
 
         Returns
