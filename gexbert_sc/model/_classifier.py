@@ -274,9 +274,11 @@ class GexBERTClassifier(GexBERTTaskModel):
             same panel: a logistic regression on the panel's values, beside the ``[CLS]``
             embedding where that scores better in a cross-validation on the training samples
             (:doc:`/design`, "Never below the first baseline"). Samples with every gene keep
-            the trained head. ``"auto"`` adapts when the samples asked for hold at most
-            ``16`` distinct panels and the training AnnData is at hand; ``True`` adapts to
-            every panel; ``False`` uses the trained head only.
+            the trained head. The reference is the classifier's AnnData (the one it was
+            trained on, or loaded with). ``"auto"`` adapts when the samples asked for hold at
+            most ``16`` distinct panels and that AnnData holds labelled samples of at least 2
+            classes (else it logs why and uses the trained head); ``True`` adapts to every
+            panel; ``False`` uses the trained head only.
         memory_budget, precision
             As in :meth:`get_latent_representation`.
 
@@ -290,7 +292,8 @@ class GexBERTClassifier(GexBERTTaskModel):
         ------
         ValueError
             If ``panel_adapted`` is not ``"auto"``, ``True`` or ``False``, or is ``True``
-            for a model without its training AnnData.
+            for a model without an AnnData or whose AnnData holds no labelled samples of
+            2 classes.
         """
         if panel_adapted not in ("auto", True, False):
             msg = f"`panel_adapted` must be 'auto', True or False, got {panel_adapted!r}."
@@ -335,6 +338,20 @@ class GexBERTClassifier(GexBERTTaskModel):
             )
             return
         reference, labels = self._labelled_reference()
+        if len(np.unique(labels)) < 2:
+            if panel_adapted is True:
+                msg = (
+                    "`panel_adapted=True` needs labelled samples of at least 2 classes in the "
+                    f"classifier's AnnData, found {len(labels)} labelled samples of "
+                    f"{len(np.unique(labels))} classes (was it loaded with unlabelled query "
+                    "data?); load it with its training AnnData or pass `panel_adapted=False`."
+                )
+                raise ValueError(msg)
+            logger.info(
+                "The classifier's AnnData holds no labelled samples of 2 classes or more: "
+                "predicting panels with the trained head."
+            )
+            return
         for i in partial:
             panel, rows = panels[i], group == i
             if not panel.any():

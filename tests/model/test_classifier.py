@@ -299,3 +299,17 @@ def test_panel_head_chooses_the_informative_feature_set(informative):
     assert head.with_embedding is (informative == "embedding")
     features = panel_features(z, values, panel, head.with_embedding)
     assert (head.pipeline.predict(features) == labels).mean() > 0.9
+
+
+def test_panel_adaptation_without_labelled_reference_uses_the_head(classifier, tmp_path):
+    """Loaded with unlabelled query data (as the command line does): no reference to refit on."""
+    classifier.save(tmp_path / "clf")
+    query = classifier.adata.copy()
+    query.obs["cell_type"] = classifier.unlabeled_category  # the command line's placeholder
+    query.X[:, 20:] = np.nan
+    loaded = GexBERTClassifier.load(tmp_path / "clf", adata=query)
+    pd.testing.assert_frame_equal(
+        loaded.predict(soft=True), loaded.predict(soft=True, panel_adapted=False)
+    )
+    with pytest.raises(ValueError, match="labelled samples of at least 2 classes"):
+        loaded.predict(panel_adapted=True)

@@ -7,6 +7,7 @@ import pytest
 from helpers import TINY_MODEL, TINY_TRAIN, make_counts_adata
 
 from gexbert_sc import GexBERT
+from gexbert_sc.data import default_validation_indices
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,10 @@ def test_log_scale_restorations_stay_in_each_genes_training_range():
 
 def test_the_bounds_are_fitted_statistics_saved_with_the_model(rare_gene_model, tmp_path):
     adata, model = rare_gene_model
-    library = adata.X.sum(axis=1, keepdims=True)
-    expected = np.log1p(adata.X / library * 1e4)
+    # fitted on the samples outside the default validation set
+    fitted = np.delete(adata.X, default_validation_indices(adata.n_obs), axis=0)
+    library = fitted.sum(axis=1, keepdims=True)
+    expected = np.log1p(fitted / library * 1e4)
     np.testing.assert_allclose(model.module.gene_max.numpy(), expected.max(axis=0), rtol=1e-5)
     np.testing.assert_allclose(model.module.gene_min.numpy(), expected.min(axis=0), atol=1e-6)
     assert float(model.module.max_size_factor) == pytest.approx(library.max(), rel=1e-5)

@@ -113,7 +113,8 @@ class RestorationMixin:
             As in :meth:`get_latent_representation` (default fp32).
         reference_blend
             Blend each missing value's restoration with the mean of the sample's
-            15 nearest samples of the model's AnnData (found on the genes the sample has),
+            15 nearest samples of the model's AnnData (the training data, or the data the
+            model was loaded with; found on the genes the sample has),
             with the weight fitted at the end of training for the sample's share of observed
             genes (``neighbour_blend_``; see :doc:`/design`, "Never below the first
             baseline"). ``False``: the decoder alone. No effect on a model saved by an
