@@ -53,3 +53,14 @@ def test_model_holds_the_default_validation_samples_out_of_statistics_and_traini
     asked = GexBERT(adata, **TINY_MODEL)
     asked.train(**TINY_TRAIN, train_size=0.8)
     assert len(asked.validation_indices) == 24
+
+
+def test_a_gene_observed_only_in_validation_samples_falls_back_to_every_sample():
+    adata = make_counts_adata(seed=4)
+    validation = default_validation_indices(adata.n_obs)
+    adata.X[:, 0] = np.nan
+    adata.X[validation, 0] = 7.0  # gene_0 measured in the validation samples only
+    GexBERT.setup_anndata(adata)
+    model = GexBERT(adata, **TINY_MODEL)  # would refuse gene_0 as never observed otherwise
+    assert np.isfinite(model.module.gene_max[0].item())
+    assert model.module.gene_max[0].item() > 0
