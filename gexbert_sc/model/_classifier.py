@@ -20,7 +20,6 @@ from gexbert_sc.model._panel_head import (
     MAX_ADAPTED_PANELS,
     MAX_REFERENCE_SAMPLES,
     fit_panel_head,
-    group_by_panel,
     panel_features,
 )
 from gexbert_sc.model._task import GexBERTTaskModel, SamplesRead
@@ -307,11 +306,13 @@ class GexBERTClassifier(GexBERTTaskModel):
             raise ValueError(msg)
         batch_size = self._resolve_batch_size(batch_size, memory_budget)
         read = self._read_samples(
-            adata, indices, batch_size, precision, with_values=panel_adapted is not False
+            adata, indices, batch_size, precision, with_panels=panel_adapted is not False
         )
         proba = softmax(read.head, axis=1)
         if panel_adapted is not False and self.adata is not None:
-            self._adapt_to_panels(proba, read, panel_adapted, batch_size, precision)
+            self._adapt_to_panels(
+                proba, read, (adata, indices), panel_adapted, batch_size, precision
+            )
         proba = pd.DataFrame(proba, index=self._sample_names(adata, indices), columns=self.classes)
         if soft:
             return proba
@@ -322,13 +323,17 @@ class GexBERTClassifier(GexBERTTaskModel):
         self,
         proba: np.ndarray,
         read: SamplesRead,
+        samples: tuple[AnnData | None, Sequence[int] | None],
         panel_adapted: Literal["auto"] | bool,
         batch_size: int,
         precision: Precision,
     ) -> None:
-        """Overwrite ``proba`` of the samples that have a panel with the panel-adapted head's."""
-        panels, group = group_by_panel(read.observed)
-        partial = [i for i, panel in enumerate(panels) if not panel.all()]
+        """Overwrite ``proba`` of the samples that have a panel with the panel-adapted head's.
+
+        ``samples`` are the ``(adata, indices)`` that ``read`` read; each panel's samples
+        are read again for their panel's values only.
+        """
+        partial = [i for i, panel in enumerate(read.panels) if panel.any() and not panel.all()]
         if panel_adapted == "auto" and len(partial) > MAX_ADAPTED_PANELS:
             logger.info(
                 "%d distinct gene panels among the samples (more than %d): predicting with the "
@@ -352,21 +357,24 @@ class GexBERTClassifier(GexBERTTaskModel):
                 "predicting panels with the trained head."
             )
             return
+        adata, indices = samples
         for i in partial:
-            panel, rows = panels[i], group == i
-            if not panel.any():
-                continue  # nothing measured: the trained head's prior-like output stays
+            panel = read.panels[i]
+            rows = np.flatnonzero(read.panel_of == i)
+            genes = np.flatnonzero(panel)
             ref = self._read_samples(
-                None, reference, batch_size, precision, genes_read=panel, with_values=True
+                None, reference, batch_size, precision, genes_read=panel, values_of=genes
             )
-            head = fit_panel_head(ref.z, ref.values, panel, labels, self._class_weight, self.seed_)
-            features = panel_features(read.z[rows], read.values[rows], panel, head.with_embedding)
-            adapted = np.zeros((int(rows.sum()), self.n_classes))
+            head = fit_panel_head(ref.z, ref.values, labels, self._class_weight, self.seed_)
+            query_rows = rows if indices is None else np.asarray(indices)[rows]
+            query = self._read_samples(adata, query_rows, batch_size, precision, values_of=genes)
+            features = panel_features(query.z, query.values, head.with_embedding)
+            adapted = np.zeros((len(rows), self.n_classes))
             adapted[:, head.pipeline.classes_] = head.pipeline.predict_proba(features)
             proba[rows] = adapted
             logger.info(
                 "Panel of %d genes: head refitted on %d reference samples read through it (%s).",
-                int(panel.sum()),
+                len(genes),
                 len(reference),
                 "embedding and panel" if head.with_embedding else "panel values alone",
             )

@@ -23,27 +23,6 @@ MAX_REFERENCE_SAMPLES = 10_000
 MAX_SELECTION_SAMPLES = 3_000
 
 
-def group_by_panel(
-    observed: npt.NDArray[np.bool_],
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
-    """Group samples by the set of genes they have.
-
-    Parameters
-    ----------
-    observed
-        ``(n_samples, n_genes)`` boolean mask of the genes each sample has.
-
-    Returns
-    -------
-    ``(panels, group)``: the ``(n_panels, n_genes)`` distinct gene sets and, per sample, the
-    row of ``panels`` it has.
-    """
-    packed = np.packbits(observed, axis=1)
-    unique, group = np.unique(packed, axis=0, return_inverse=True)
-    panels = np.unpackbits(unique, axis=1, count=observed.shape[1]).astype(bool)
-    return panels, group.ravel()
-
-
 class PanelHead(NamedTuple):
     """A head fitted for one panel, and whether it reads the embedding beside the panel."""
 
@@ -54,21 +33,17 @@ class PanelHead(NamedTuple):
 
 
 def panel_features(
-    z: npt.NDArray[np.float32],
-    values: npt.NDArray[np.float32],
-    panel: npt.NDArray[np.bool_],
-    with_embedding: bool,
+    z: npt.NDArray[np.float32], values: npt.NDArray[np.float32], with_embedding: bool
 ) -> npt.NDArray[np.float64]:
-    """Features of the panel-adapted head: the panel's values, beside the embedding or not.
+    """Build the panel-adapted head's features: the panel's values, with the embedding or not.
 
     Parameters
     ----------
     z
         ``(n, d_model)`` ``[CLS]`` embeddings read through the panel.
     values
-        ``(n, n_genes)`` values on the model's log scale, NaN where missing.
-    panel
-        Boolean mask of the panel's genes.
+        ``(n, panel size)`` values of the panel's genes on the model's log scale, NaN where
+        missing.
     with_embedding
         Put the embedding beside the panel's values.
 
@@ -76,8 +51,7 @@ def panel_features(
     -------
     ``(n, panel size)`` or ``(n, d_model + panel size)`` features.
     """
-    parts = [z, values[:, panel]] if with_embedding else [values[:, panel]]
-    return np.hstack(parts).astype(np.float64)
+    return np.hstack([z, values] if with_embedding else [values]).astype(np.float64)
 
 
 def _logistic_regression(class_weight: str | None) -> Pipeline:
@@ -89,7 +63,6 @@ def _logistic_regression(class_weight: str | None) -> Pipeline:
 def fit_panel_head(
     z: npt.NDArray[np.float32],
     values: npt.NDArray[np.float32],
-    panel: npt.NDArray[np.bool_],
     labels: npt.NDArray[np.int64],
     class_weight: str | None,
     seed: int,
@@ -100,14 +73,13 @@ def fit_panel_head(
     most ``MAX_SELECTION_SAMPLES`` of them): the panel's values alone (a logistic regression
     retrained on the panel) and the ``[CLS]`` embedding beside them; the better one (the
     panel alone on a tie) is refitted on every reference sample. So the head is, by the
-    reference's own estimate, never below the logistic regression on the panel.
+    reference's own estimate, never below the logistic regression on the panel. With a
+    class of fewer than 3 samples there, the panel's values alone are used.
 
     Parameters
     ----------
     z, values
         The labelled reference samples read through the panel (:func:`panel_features`).
-    panel
-        Boolean mask of the panel's genes.
     labels
         Their class codes.
     class_weight
@@ -123,6 +95,9 @@ def fit_panel_head(
     subset = np.arange(len(labels))
     if len(subset) > MAX_SELECTION_SAMPLES:
         subset = np.sort(rng.choice(subset, MAX_SELECTION_SAMPLES, replace=False))
+    if np.unique(labels[subset], return_counts=True)[1].min() < 3:
+        # a class too small for 3 folds: no comparison, the panel's values alone
+        return PanelHead(_logistic_regression(class_weight).fit(values, labels), False)
     folds = StratifiedKFold(3, shuffle=True, random_state=seed)
     scores = {}
     with warnings.catch_warnings():
@@ -130,12 +105,12 @@ def fit_panel_head(
         # compares the two feature sets on the same folds
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         for with_embedding in (False, True):
-            features = panel_features(z[subset], values[subset], panel, with_embedding)
+            features = panel_features(z[subset], values[subset], with_embedding)
             scores[with_embedding] = cross_val_score(
                 _logistic_regression(class_weight), features, labels[subset], cv=folds
             ).mean()
     with_embedding = bool(scores[True] > scores[False])
     pipeline = _logistic_regression(class_weight).fit(
-        panel_features(z, values, panel, with_embedding), labels
+        panel_features(z, values, with_embedding), labels
     )
     return PanelHead(pipeline, with_embedding)

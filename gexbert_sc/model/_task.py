@@ -181,9 +181,10 @@ class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
         precision: Precision,
         *,
         genes_read: np.ndarray | None = None,
-        with_values: bool = False,
+        with_panels: bool = False,
+        values_of: np.ndarray | None = None,
     ) -> SamplesRead:
-        """Read samples on the fixed inference context: head outputs, embedding, observed genes.
+        """Read samples on the fixed inference context: head outputs, embedding, panels, values.
 
         Parameters
         ----------
@@ -191,18 +192,26 @@ class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
             As in :meth:`_head_outputs` (``batch_size`` resolved).
         genes_read
             Boolean mask over the model's genes: read only these (the others as missing).
-        with_values
-            Also return the samples' values on the model's log scale (NaN where missing).
+        with_panels
+            Also return which set of genes each sample has (one id per sample, each distinct
+            set once: no ``samples × genes`` array).
+        values_of
+            Also return the samples' values of these gene positions on the model's log
+            scale (NaN where missing).
 
         Returns
         -------
         A :class:`SamplesRead`, one row per sample in the order asked for.
         """
-        n_rows, n_genes = self._n_rows(adata, indices), self.module.n_vars
+        n_rows = self._n_rows(adata, indices)
         head = np.empty((n_rows, self.module.head.n_outputs), dtype=np.float64)
         z = np.empty((n_rows, self.module.d_model), dtype=np.float32)
-        observed = np.empty((n_rows, n_genes), dtype=bool)
-        values = np.empty((n_rows, n_genes), dtype=np.float32) if with_values else None
+        panel_of = np.empty(n_rows, dtype=np.int64) if with_panels else None
+        panel_ids: dict[bytes, int] = {}
+        values = None
+        if values_of is not None:
+            values = np.empty((n_rows, len(values_of)), dtype=np.float32)
+            columns = torch.as_tensor(values_of, device=self.device)
         with torch.inference_mode():
             batches = self._encoded_batches(
                 adata, indices, batch_size, precision, genes_read=genes_read
@@ -212,14 +221,26 @@ class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
                 head[rows] = self.module.head(embedding).double().cpu().numpy()
                 z[rows] = embedding.float().cpu().numpy()
                 seen = out[MODULE_KEYS.OBSERVED_KEY]
-                observed[rows] = seen.cpu().numpy()
+                if panel_of is not None:
+                    packed = np.packbits(seen.cpu().numpy(), axis=1)
+                    unique, inverse = np.unique(packed, axis=0, return_inverse=True)
+                    ids = [panel_ids.setdefault(row.tobytes(), len(panel_ids)) for row in unique]
+                    panel_of[rows] = np.asarray(ids)[inverse.ravel()]
                 if values is not None:
                     inputs = self._inference_input(tensors, genes_read)
+                    missing = inputs[MODULE_KEYS.MISSING_KEY]
                     y = self.module.prepare_values(
-                        inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
+                        inputs[MODULE_KEYS.X_KEY].to(self.device),
+                        None if missing is None else missing.to(self.device),
                     )[0]
-                    values[rows] = torch.where(seen, y.float(), torch.nan).cpu().numpy()
-        return SamplesRead(head, z, observed, values)
+                    block = torch.where(seen, y.float(), torch.nan)[:, columns]
+                    values[rows] = block.cpu().numpy()
+        panels = None
+        if panel_of is not None:
+            n_bytes = -(-self.module.n_vars // 8)
+            packed = np.frombuffer(b"".join(panel_ids), dtype=np.uint8).reshape(-1, n_bytes)
+            panels = np.unpackbits(packed, axis=1, count=self.module.n_vars).astype(bool)
+        return SamplesRead(head, z, panel_of, panels, values)
 
 
 class SamplesRead(NamedTuple):
@@ -229,9 +250,12 @@ class SamplesRead(NamedTuple):
     head: np.ndarray
     #: ``(n, d_model)`` float32 ``[CLS]`` embeddings.
     z: np.ndarray
-    #: ``(n, n_genes)`` bool, ``True`` where a gene was read.
-    observed: np.ndarray
-    #: ``(n, n_genes)`` float32 values on the model's log scale, NaN where missing (or None).
+    #: ``(n,)`` row of ``panels`` each sample has (``with_panels``; else None).
+    panel_of: np.ndarray | None
+    #: ``(n_panels, n_genes)`` bool: the distinct sets of genes read (or None).
+    panels: np.ndarray | None
+    #: ``(n, len(values_of))`` float32 values on the model's log scale, NaN where missing
+    #: (or None).
     values: np.ndarray | None
 
 

@@ -64,3 +64,12 @@ def test_a_gene_observed_only_in_validation_samples_falls_back_to_every_sample()
     model = GexBERT(adata, **TINY_MODEL)  # would refuse gene_0 as never observed otherwise
     assert np.isfinite(model.module.gene_max[0].item())
     assert model.module.gene_max[0].item() > 0
+
+
+def test_other_data_splitter_arguments_keep_the_default_validation_samples():
+    adata = make_counts_adata(seed=6)
+    GexBERT.setup_anndata(adata)
+    model = GexBERT(adata, **TINY_MODEL)
+    model.train(**TINY_TRAIN, datasplitter_kwargs={"drop_last": False})
+    validation = default_validation_indices(adata.n_obs)
+    np.testing.assert_array_equal(np.sort(model.validation_indices), validation)

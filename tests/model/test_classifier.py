@@ -295,9 +295,9 @@ def test_panel_head_chooses_the_informative_feature_set(informative):
         values[:, :3] = signal
     panel = np.zeros(10, dtype=bool)
     panel[:6] = True
-    head = fit_panel_head(z, values, panel, labels, "balanced", seed=0)
+    head = fit_panel_head(z, values[:, panel], labels, "balanced", seed=0)
     assert head.with_embedding is (informative == "embedding")
-    features = panel_features(z, values, panel, head.with_embedding)
+    features = panel_features(z, values[:, panel], head.with_embedding)
     assert (head.pipeline.predict(features) == labels).mean() > 0.9
 
 
@@ -313,3 +313,12 @@ def test_panel_adaptation_without_labelled_reference_uses_the_head(classifier, t
     )
     with pytest.raises(ValueError, match="labelled samples of at least 2 classes"):
         loaded.predict(panel_adapted=True)
+
+
+def test_panel_head_with_a_class_too_small_for_three_folds_uses_the_panel_alone():
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(40, dtype=int), np.ones(40, dtype=int), [2, 2]]
+    values = rng.normal(size=(82, 5)) + labels[:, None]
+    head = fit_panel_head(rng.normal(size=(82, 8)), values, labels, None, seed=0)
+    assert head.with_embedding is False
+    assert list(head.pipeline.classes_) == [0, 1, 2]

@@ -119,3 +119,14 @@ def test_blend_weights_are_saved_and_a_model_without_data_warns(split_model, tmp
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bare.get_imputed_expression(query, return_numpy=True, reference_blend=False)
+
+
+def test_a_sample_without_observed_genes_keeps_the_decoder(split_model):
+    model, test = split_model
+    query = test[:2].copy()
+    query.X[0] = np.nan
+    query.X[1, :20] = np.nan
+    blended = model.get_imputed_expression(query, return_numpy=True)
+    decoded = model.get_imputed_expression(query, return_numpy=True, reference_blend=False)
+    np.testing.assert_array_equal(blended[0], decoded[0])
+    assert not np.array_equal(blended[1, :20], decoded[1, :20])

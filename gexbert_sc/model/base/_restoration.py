@@ -226,18 +226,23 @@ class RestorationMixin:
         gene_idx: torch.Tensor,
         reference: Reference,
     ) -> torch.Tensor:
-        """Blend the missing entries of ``restored`` (log scale) with the neighbours' mean."""
+        """Blend the missing entries of ``restored`` (log scale) with the neighbours' mean.
+
+        In fp32 whatever the caller's autocast (the weights were fitted in fp32); a sample
+        without observed genes has no neighbours and keeps the decoder's restoration.
+        """
         inputs = self.module._get_inference_input(tensors)
-        values, observed, _ = self.module.prepare_values(
-            inputs[MODULE_KEYS.X_KEY].to(self.device),
-            _on(inputs[MODULE_KEYS.MISSING_KEY], self.device),
-        )
-        neighbours = nearest_references(values.float(), observed, reference, N_NEIGHBOURS)
-        mean, valid = neighbour_mean(reference, neighbours, gene_idx)
+        with torch.autocast(self.device.type, enabled=False):
+            values, observed, _ = self.module.prepare_values(
+                inputs[MODULE_KEYS.X_KEY].to(self.device).float(),
+                _on(inputs[MODULE_KEYS.MISSING_KEY], self.device),
+            )
+            neighbours = nearest_references(values.float(), observed, reference, N_NEIGHBOURS)
+            mean, valid = neighbour_mean(reference, neighbours, gene_idx)
         fraction = observed.float().mean(dim=1)
         weight = blend_weight(fraction, self.neighbour_blend_)[:, None]
-        blend = valid & ~observed[:, gene_idx]
-        return torch.where(blend, (1 - weight) * restored + weight * mean, restored)
+        blend = valid & ~observed[:, gene_idx] & (fraction > 0)[:, None]
+        return torch.where(blend, (1 - weight) * restored.float() + weight * mean, restored)
 
     def _neighbour_reference(self) -> Reference | None:
         """Return the blend's reference samples (cached), or ``None`` where it does not apply."""
@@ -252,7 +257,7 @@ class RestorationMixin:
                 stacklevel=3,
             )
             return None
-        key = (id(self.adata), self.adata.n_obs)
+        key = (id(self.adata), self.adata.n_obs, self.device)
         cached = getattr(self, "_reference_cache", None)
         if cached is None or cached[0] != key:
             cached = (key, self._reference_values(np.arange(self.adata.n_obs)))

@@ -191,13 +191,16 @@ def _checkpointing(
 def _hold_out_default_validation(n_obs: int, trainer_kwargs: dict[str, Any]) -> None:
     """Split the samples as :func:`~gexbert_sc.data.default_validation_indices` says.
 
-    The split goes into ``trainer_kwargs`` (unless they configure a data splitter already).
+    The split goes into ``trainer_kwargs["datasplitter_kwargs"]`` (other data splitter
+    arguments given there are kept; an ``external_indexing`` given there wins).
     """
     validation = default_validation_indices(n_obs)
-    if len(validation) == 0 or "datasplitter_kwargs" in trainer_kwargs:
+    if len(validation) == 0:
         return
     training = np.setdiff1d(np.arange(n_obs), validation)
-    trainer_kwargs["datasplitter_kwargs"] = {"external_indexing": [training, validation]}
+    splitter = dict(trainer_kwargs.get("datasplitter_kwargs") or {})
+    splitter.setdefault("external_indexing", [training, validation])
+    trainer_kwargs["datasplitter_kwargs"] = splitter
 
 
 class TrainingMixin(UnsupervisedTrainingMixin):
