@@ -228,10 +228,8 @@ class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
                     panel_of[rows] = np.asarray(ids)[inverse.ravel()]
                 if values is not None:
                     inputs = self._inference_input(tensors, genes_read)
-                    missing = inputs[MODULE_KEYS.MISSING_KEY]
                     y = self.module.prepare_values(
-                        inputs[MODULE_KEYS.X_KEY].to(self.device),
-                        None if missing is None else missing.to(self.device),
+                        inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
                     )[0]
                     block = torch.where(seen, y.float(), torch.nan)[:, columns]
                     values[rows] = block.cpu().numpy()

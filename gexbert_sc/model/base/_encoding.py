@@ -223,8 +223,14 @@ class EncodingMixin:
     def _inference_input(
         self, tensors: dict[str, torch.Tensor], genes_read: npt.NDArray[np.bool_] | None
     ) -> dict[str, torch.Tensor | None]:
-        """Return the module's inference input, with the genes outside ``genes_read`` missing."""
-        inputs = self.module._get_inference_input(tensors)
+        """Return the module's inference input on the model's device.
+
+        With ``genes_read`` (a boolean mask over the model's genes), the others are missing.
+        """
+        inputs = {
+            key: None if value is None else value.to(self.device)
+            for key, value in self.module._get_inference_input(tensors).items()
+        }
         if genes_read is None:
             return inputs
         x = inputs[MODULE_KEYS.X_KEY]

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE, REGISTRY_KEYS
-from gexbert_sc.data._normalization import log_normalise, size_factors, to_input_scale
+from gexbert_sc.data._normalization import log_normalise, to_input_scale
 from gexbert_sc.model.base._neighbours import (
     FIT_RATES,
     MAX_FIT_GENES,
@@ -231,11 +231,10 @@ class RestorationMixin:
         In fp32 whatever the caller's autocast (the weights were fitted in fp32); a sample
         without observed genes has no neighbours and keeps the decoder's restoration.
         """
-        inputs = self.module._get_inference_input(tensors)
+        inputs = self._inference_input(tensors, None)
         with torch.autocast(self.device.type, enabled=False):
             values, observed, _ = self.module.prepare_values(
-                inputs[MODULE_KEYS.X_KEY].to(self.device).float(),
-                _on(inputs[MODULE_KEYS.MISSING_KEY], self.device),
+                inputs[MODULE_KEYS.X_KEY].float(), inputs[MODULE_KEYS.MISSING_KEY]
             )
             neighbours = nearest_references(values.float(), observed, reference, N_NEIGHBOURS)
             mean, valid = neighbour_mean(reference, neighbours, gene_idx)
@@ -278,10 +277,9 @@ class RestorationMixin:
         observed = torch.zeros(values.shape, dtype=torch.bool, device=self.device)
         start = 0
         for tensors in self.minibatches(None, indices):
-            inputs = self.module._get_inference_input(tensors)
+            inputs = self._inference_input(tensors, None)
             y, seen, _ = self.module.prepare_values(
-                inputs[MODULE_KEYS.X_KEY].to(self.device),
-                _on(inputs[MODULE_KEYS.MISSING_KEY], self.device),
+                inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
             )
             rows = slice(start, start + len(y))
             values[rows] = torch.where(seen, y.float(), 0.0)
@@ -354,9 +352,8 @@ class RestorationMixin:
         Returns their :func:`blend_sums` on the model's log scale, and each sample's share
         of observed genes after hiding.
         """
-        inputs = self.module._get_inference_input(tensors)
-        x = inputs[MODULE_KEYS.X_KEY].to(self.device)
-        missing = _on(inputs[MODULE_KEYS.MISSING_KEY], self.device)
+        inputs = self._inference_input(tensors, None)
+        x, missing = inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
         _, observed, _ = self.module.prepare_values(x, missing)
         draw = torch.rand(observed.shape, generator=generator, device=self.device)
         hidden = observed & (draw < rate)
@@ -369,12 +366,11 @@ class RestorationMixin:
         scored = hidden.gather(1, columns)
         all_genes = torch.arange(self.module.n_vars, device=self.device)
         decoded = self._restore(out, all_genes, QUERY_CHUNK_SIZE, columns).gather(1, columns)
-        values, seen, _ = self.module.prepare_values(masked, missing)
+        values, seen, factors = self.module.prepare_values(masked, missing)
         neighbours = nearest_references(values.float(), seen, reference, N_NEIGHBOURS)
         mean, valid = neighbour_mean(reference, neighbours, all_genes)
-        truth = x
-        if self.module.input_is_counts:
-            truth = log_normalise(x, size_factors(x, seen, self.module.gene_share))
+        # the hidden values on the scale the masked sample is read on
+        truth = log_normalise(x, factors) if self.module.input_is_counts else x
         use = scored & valid.gather(1, columns)
         sums = blend_sums(decoded[use], mean.gather(1, columns)[use], truth.gather(1, columns)[use])
         return sums, seen.float().mean(dim=1).cpu().numpy()
@@ -440,11 +436,6 @@ class RestorationMixin:
             total_sq += diff.square()
         variance = (total_sq - total.square() / n_samples) / (n_samples - 1)
         return variance.clamp_min(0.0).sqrt().float()
-
-
-def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """``tensor`` on ``device`` (``None`` stays ``None``)."""
-    return None if tensor is None else tensor.to(device)
 
 
 def _columns_first(wanted: torch.Tensor) -> torch.Tensor:

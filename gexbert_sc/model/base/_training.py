@@ -369,13 +369,12 @@ class TrainingMixin(UnsupervisedTrainingMixin):
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
         # scvi-tools does not stop early with DDP (it warns where `early_stopping=True`)
-        if stops_early := early_stopping and not distributed:
+        if early_stopping and not distributed:
             callbacks = trainer_kwargs.get("callbacks") or []
             trainer_kwargs["callbacks"] = [
                 *([callbacks] if isinstance(callbacks, Callback) else callbacks),
                 RestoreBestWeights(trainer_kwargs["early_stopping_monitor"]),
             ]
-        if stops_early:
             logger.info(
                 "Training for at most %d epochs, stopping after %d without improvement of %s "
                 "(precision %s).",
