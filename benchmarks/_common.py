@@ -18,6 +18,7 @@ from typing import TypeVar
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -156,6 +157,12 @@ def add_summarise_option(parser: argparse.ArgumentParser) -> None:
         metavar="CSV",
         help="run nothing: summarise and plot these tables together (parts of a run)",
     )
+
+
+def read_parts(paths: list[str], text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One table from the CSV parts of a run (``--summarise``); ``text_columns`` stay text."""
+    dtype = dict.fromkeys(text_columns, str)
+    return pd.concat([pd.read_csv(path, dtype=dtype) for path in paths], ignore_index=True)
 
 
 def resident_mb() -> float | None:

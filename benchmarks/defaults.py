@@ -69,6 +69,7 @@ from _common import (
     log_normalised,
     only_panel,
     quiet_training_logs,
+    read_parts,
     results_path,
     split_samples,
     timed,
@@ -358,8 +359,7 @@ def main() -> None:
     add_summarise_option(parser)
     args = parser.parse_args()
     if args.summarise:
-        frames = [pd.read_csv(path, dtype={"case": str}) for path in args.summarise]
-        report(pd.concat(frames, ignore_index=True), args)
+        report(read_parts(args.summarise, ("case",)), args)
         return
     quiet_training_logs()
     rows = [r for name in args.datasets for s in range(args.seeds) for r in run(name, s, args.fast)]

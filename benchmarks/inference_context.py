@@ -54,7 +54,14 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import torch
-from _common import SMALL_MODEL, benchmark_parser, log_normalise, results_path, split_samples
+from _common import (
+    SMALL_MODEL,
+    benchmark_parser,
+    log_normalise,
+    read_parts,
+    results_path,
+    split_samples,
+)
 from _common import timed as timed_call
 from core_embedding_restoration import hide_at_random
 from throughput import matmul_peak
@@ -320,7 +327,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.summarise:
-        table = pd.concat([pd.read_csv(path) for path in args.summarise], ignore_index=True)
+        table = read_parts(args.summarise)
         report(table, table.peak_gflop_per_s.mean(), args)
         return
     peak, size = matmul_peak(torch.float32, torch.device("cpu"), 1.0 if args.fast else 2.0)

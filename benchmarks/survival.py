@@ -57,6 +57,7 @@ from _common import (
     only_panel,
     plot_methods,
     quiet_training_logs,
+    read_parts,
     results_path,
     timed,
 )
@@ -251,8 +252,7 @@ def main() -> None:
     add_summarise_option(parser)
     args = parser.parse_args()
     if args.summarise:
-        frames = [pd.read_csv(path, dtype={"panel_size": str}) for path in args.summarise]
-        report(pd.concat(frames, ignore_index=True), args)
+        report(read_parts(args.summarise, ("panel_size",)), args)
         return
     quiet_training_logs()
     logging.getLogger("gexbert_sc").setLevel(logging.WARNING)
