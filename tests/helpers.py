@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 
 TINY_MODEL = {
     "d_model": 16,
@@ -33,6 +39,15 @@ TINY_TRAIN = {"max_epochs": 2, "batch_size": 32, "enable_progress_bar": False}
 #: same settings) stay exact, and so do integer, boolean and categorical outputs.
 FP32_PATH_RTOL = 1e-5
 FP32_PATH_ATOL = 1e-5
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+@contextmanager
+def benchmark_script(name: str) -> Iterator:
+    """A script of ``benchmarks/`` as a module, its folder importable beside it meanwhile."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        yield importlib.import_module(name)
 
 
 def assert_fp32_path_close(actual, desired, err_msg: str = "") -> None:

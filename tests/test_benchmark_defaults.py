@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+from helpers import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def scoreboard():
     """The benchmark script as a module (its folder's helpers importable beside it)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCHMARKS))
-        yield importlib.import_module("defaults")
+    with benchmark_script("defaults") as module:
+        yield module
 
 
 def _row(dataset: str, use: str, case: str, method: str, value: float) -> dict:
