@@ -185,10 +185,10 @@ def markdown(summary: pd.DataFrame) -> str:
 
 def report(table: pd.DataFrame, args: argparse.Namespace) -> None:
     """Write the table, the summary and its Markdown; print the summary."""
-    table.to_csv(results_path("classifier_settings", args), index=False)
+    table.to_csv(results_path("classifier_settings.csv", args), index=False)
     summary = summarise(table)
-    summary.to_csv(results_path("classifier_settings_summary", args), index=False)
-    results_path("classifier_settings_summary", args).with_suffix(".md").write_text(
+    summary.to_csv(results_path("classifier_settings_summary.csv", args), index=False)
+    results_path("classifier_settings_summary.csv", args).with_suffix(".md").write_text(
         markdown(summary)
     )
     print(summary.to_string(index=False, float_format="%.3f"))

@@ -21,8 +21,10 @@ Methods, on the same split and panels:
 6. ``GexBERT embedding + LR``: one logistic regression on the frozen ``X_gexbert`` of the
    training samples (all genes), applied to the embedding of the panels;
 7. ``GexBERTClassifier``: fine-tuned with panel dropout, one model for every panel (default
-   arguments, except on zeisel: 30 epochs with ``encoder_lr_scale=1.0``, chosen by
-   ``classifier_settings.py`` on seed 0's test cells, so zeisel's seed 0 is optimistic).
+   arguments but the encoder rate: ``encoder_lr_scale=0.1``, the default when the committed
+   results were run, and on zeisel 30 epochs with ``encoder_lr_scale=1.0``, chosen by an
+   earlier zeisel-only version of ``classifier_settings.py`` on seed 0's test cells, so
+   zeisel's seed 0 is optimistic).
 
 Accuracy and macro-F1 per data set, panel size and method, mean ± sd over seeds, printed and
 written to ``benchmarks/results/panel_classification.csv`` (one row per seed) and
@@ -90,10 +92,18 @@ class Dataset:
 
 
 DATASETS = {
+    # the committed results' encoder rate (the classifier's default was 0.1 until 2026-12-07)
     "tcga_mirna": Dataset(
-        log_normalised(gexbert_sc.datasets.tcga_mirna), "cancer_type", (), 20, 20
+        log_normalised(gexbert_sc.datasets.tcga_mirna),
+        "cancer_type",
+        (),
+        20,
+        20,
+        {"encoder_lr_scale": 0.1},
     ),
-    "pbmc68k": Dataset(gexbert_sc.datasets.pbmc68k, "bulk_labels", (), 30, 30),
+    "pbmc68k": Dataset(
+        gexbert_sc.datasets.pbmc68k, "bulk_labels", (), 30, 30, {"encoder_lr_scale": 0.1}
+    ),
     # 4,000 sparse genes: the encoder, pretrained on 10-90 % of each cell's genes, must move
     # further to read 16-64 of them (docs/classification.md, "Training length and encoder rate")
     "zeisel": Dataset(

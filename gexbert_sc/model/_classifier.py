@@ -89,7 +89,7 @@ class GexBERTClassifier(GexBERTTaskModel):
         head_dropout: float = 0.1,
         min_panel_genes: int = 16,
         freeze_encoder: bool = False,
-        encoder_lr_scale: float = 0.1,
+        encoder_lr_scale: float = 0.3,
         class_weight: ClassWeight = "balanced",
         seed: int | None = None,
         **architecture: Any,
