@@ -139,30 +139,18 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     mean over the data sets the default is chosen on or the held-out data set.
     """
     table = table.assign(group=np.where(table["held_out"], "held out", "chosen on"))
-    per_dataset = (
-        table.groupby(["group", "dataset", "setting", "reading", "case"], sort=False)[
-            ["accuracy", "balanced_accuracy", "train_seconds"]
-        ]
-        .mean()
-        .reset_index()
-    )
-    panels = per_dataset[per_dataset["case"] != ALL]
-    panels = (
-        panels.groupby(["group", "dataset", "setting", "reading"], sort=False)[
-            ["accuracy", "balanced_accuracy", "train_seconds"]
-        ]
-        .mean()
-        .reset_index()
-        .assign(case="panels")
-    )
+    per_dataset = _mean_by(table, ["group", "dataset", "setting", "reading", "case"])
+    panels = _mean_by(
+        per_dataset[per_dataset["case"] != ALL], ["group", "dataset", "setting", "reading"]
+    ).assign(case="panels")
     both = pd.concat([per_dataset, panels], ignore_index=True)
-    return (
-        both.groupby(["group", "setting", "reading", "case"], sort=False)[
-            ["accuracy", "balanced_accuracy", "train_seconds"]
-        ]
-        .mean()
-        .reset_index()
-    )
+    return _mean_by(both, ["group", "setting", "reading", "case"])
+
+
+def _mean_by(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean accuracies and training seconds per ``keys`` (in order of appearance)."""
+    metrics = ["accuracy", "balanced_accuracy", "train_seconds"]
+    return table.groupby(keys, sort=False)[metrics].mean().reset_index()
 
 
 def markdown(summary: pd.DataFrame) -> str:
@@ -187,10 +175,9 @@ def report(table: pd.DataFrame, args: argparse.Namespace) -> None:
     """Write the table, the summary and its Markdown; print the summary."""
     table.to_csv(results_path("classifier_settings.csv", args), index=False)
     summary = summarise(table)
-    summary.to_csv(results_path("classifier_settings_summary.csv", args), index=False)
-    results_path("classifier_settings_summary.csv", args).with_suffix(".md").write_text(
-        markdown(summary)
-    )
+    summary_path = results_path("classifier_settings_summary.csv", args)
+    summary.to_csv(summary_path, index=False)
+    summary_path.with_suffix(".md").write_text(markdown(summary))
     print(summary.to_string(index=False, float_format="%.3f"))
 
 
