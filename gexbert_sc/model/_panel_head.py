@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -100,15 +99,11 @@ def fit_panel_head(
         return PanelHead(_logistic_regression(class_weight).fit(values, labels), False)
     folds = StratifiedKFold(3, shuffle=True, random_state=seed)
     scores = {}
-    with warnings.catch_warnings():
-        # a class with fewer than 3 reference samples: its folds are uneven, the score still
-        # compares the two feature sets on the same folds
-        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        for with_embedding in (False, True):
-            features = panel_features(z[subset], values[subset], with_embedding)
-            scores[with_embedding] = cross_val_score(
-                _logistic_regression(class_weight), features, labels[subset], cv=folds
-            ).mean()
+    for with_embedding in (False, True):
+        features = panel_features(z[subset], values[subset], with_embedding)
+        scores[with_embedding] = cross_val_score(
+            _logistic_regression(class_weight), features, labels[subset], cv=folds
+        ).mean()
     with_embedding = bool(scores[True] > scores[False])
     pipeline = _logistic_regression(class_weight).fit(
         panel_features(z, values, with_embedding), labels
