@@ -8,11 +8,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gexbert_sc.utils import cpu_has_amx
+
 #: Which attention weights an encoder block returns: the ``[CLS]`` row, or every row.
 AttentionRows = Literal["cls", "all"]
 
 #: Width of the feed-forward layer in units of ``d_model``.
 FFN_FACTOR = 4
+#: Hidden feed-forward values computed at once on a CPU (rows × ``FFN_FACTOR·d_model``): a
+#: chunk of 4 MB (fp32) stays in the cache between the two products and the GELU, where the
+#: whole minibatch's hidden layer (tens of MB) would go through memory three times.
+FFN_CHUNK_ELEMENTS = 2**20
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """:func:`~torch.nn.functional.scaled_dot_product_attention`, in fp32 on CPUs without AMX.
+
+    Under bf16 autocast on a CPU without AMX tiles (e.g. AVX512-BF16 or AVX2 only), torch's
+    fused CPU attention kernel is slower in bf16 than in fp32 (its backward 1.5× slower,
+    measured in :doc:`/performance`), so ``q``, ``k`` and ``v`` are read in fp32 and the
+    output is returned in their dtype. Elsewhere (fp32, a GPU, a CPU with AMX) the kernel
+    runs in the dtype it is given.
+
+    Parameters
+    ----------
+    q, k, v
+        ``(B, H, Lq, d_head)``, ``(B, H, Lk, d_head)``, ``(B, H, Lk, d_head)``.
+    attn_mask
+        Boolean mask broadcastable to ``(B, H, Lq, Lk)``, ``True`` where a key is read.
+    dropout_p
+        Dropout on the attention weights.
+
+    Returns
+    -------
+    ``(B, H, Lq, d_head)`` in the dtype of ``q``.
+    """
+    if q.device.type == "cpu" and q.dtype != torch.float32 and not cpu_has_amx():
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=attn_mask, dropout_p=dropout_p
+            )
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
 
 def _key_padding_to_attn_mask(key_padding: torch.Tensor | None) -> torch.Tensor | None:
@@ -56,16 +99,20 @@ class MultiHeadAttention(nn.Module):
         memory: torch.Tensor,
         key_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attend from ``query`` ``(B, Lq, d)`` to ``memory`` ``(B, Lk, d)``."""
+        """Attend from ``query`` ``(B, Lq, d)`` to ``memory`` ``(B, Lk, d)``.
+
+        A memory of one token without padding (the decoder's ``[CLS]``-only pass) gives that
+        token's weight 1 to every query, so the output is its projected value for every query:
+        it is computed once per sample, without the query projection (exact; with attention
+        dropout in training the general path runs, as dropout may drop the one weight).
+        """
+        dropout_p = self.dropout if self.training else 0.0
+        if memory.shape[1] == 1 and key_padding is None and dropout_p == 0:
+            value = self.kv_proj(memory).chunk(2, dim=-1)[1]
+            return self.out_proj(value).expand(-1, query.shape[1], -1)
         q = self._split_heads(self.q_proj(query))
         k, v = (self._split_heads(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=_key_padding_to_attn_mask(key_padding),
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        out = attend(q, k, v, _key_padding_to_attn_mask(key_padding), dropout_p)
         b, _, lq, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
 
@@ -107,6 +154,21 @@ class _PreLNBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, dropout)
 
+    def feed_forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Apply the feed-forward sublayer with its residual, ``h + FF(LN h)``, to ``(..., d)``.
+
+        On a CPU the tokens go through in chunks of rows whose hidden layer holds
+        :data:`FFN_CHUNK_ELEMENTS` values (each row is independent: the same result, faster
+        where memory bandwidth is the limit; 1.4–1.9× on the feed-forward layer, see
+        :doc:`/performance`). On a GPU all rows go at once.
+        """
+        rows_per_chunk = max(1, FFN_CHUNK_ELEMENTS // (FFN_FACTOR * h.shape[-1]))
+        if h.device.type != "cpu" or h[..., 0].numel() <= rows_per_chunk:
+            return h + self.ff(self.norm_ff(h))
+        rows = h.reshape(-1, h.shape[-1])
+        chunks = [part + self.ff(self.norm_ff(part)) for part in rows.split(rows_per_chunk)]
+        return torch.cat(chunks).view(h.shape)
+
 
 class EncoderBlock(_PreLNBlock):
     """Pre-LN self-attention block: ``h + Attn(LN h)``, then ``h + FF(LN h)``."""
@@ -124,8 +186,7 @@ class EncoderBlock(_PreLNBlock):
         (``O(L)`` per head); ``"all"``, every token's ``(B, n_heads, L, L)``.
         """
         x = self.norm_attn(h)
-        out = h + self.attn(x, x, key_padding)
-        out = out + self.ff(self.norm_ff(out))
+        out = self.feed_forward(h + self.attn(x, x, key_padding))
         if attention is None:
             return out
         if attention == "cls":
@@ -147,5 +208,4 @@ class DecoderBlock(_PreLNBlock):
         key_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Update queries ``(B, Lq, d)`` from the normalised ``memory`` ``(B, Lk, d)``."""
-        query = query + self.attn(self.norm_attn(query), memory, key_padding)
-        return query + self.ff(self.norm_ff(query))
+        return self.feed_forward(query + self.attn(self.norm_attn(query), memory, key_padding))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from typing import Literal, get_args
 
 import torch
+
+from gexbert_sc.utils import cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -31,21 +32,11 @@ def cpu_supports_bf16() -> bool:
     """
     override = os.environ.get(CPU_BF16_ENV)
     if override is None:
-        return _cpuinfo_has_bf16()
+        return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
     if override not in ("0", "1"):
         msg = f"`{CPU_BF16_ENV}` must be '0' or '1' when set, got {override!r}."
         raise ValueError(msg)
     return override == "1"
-
-
-@functools.cache
-def _cpuinfo_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(precision: Precision, on_gpu: bool) -> str:

@@ -1,4 +1,4 @@
-"""General utilities below every other layer: argument checks, atomic directories, manifests."""
+"""General utilities below every other layer: checks, CPU flags, atomic dirs, manifests."""
 
 from gexbert_sc.utils._arguments import (
     check_fraction,
@@ -7,6 +7,7 @@ from gexbert_sc.utils._arguments import (
     is_integer,
 )
 from gexbert_sc.utils._atomic import atomic_directory, recover_replaced, replace_directory
+from gexbert_sc.utils._cpu import cpu_flags, cpu_has_amx
 from gexbert_sc.utils._docs import doc_params
 from gexbert_sc.utils._manifest import (
     FORMAT_VERSION,
@@ -22,6 +23,8 @@ __all__ = [
     "atomic_directory",
     "check_fraction",
     "check_positive_integers",
+    "cpu_flags",
+    "cpu_has_amx",
     "doc_params",
     "is_finite_number",
     "is_integer",
