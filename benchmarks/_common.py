@@ -219,3 +219,19 @@ class PeakMemory:
             "phase_mb": self.peak_mb - self.start_mb,
             "peak_gpu_mb": self.gpu_mb,
         }
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """``frame`` as a Markdown table (numbers to ``digits`` significant digits, NaN blank)."""
+
+    def cell(value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float | np.floating):
+            return "" if np.isnan(value) else f"{value:.{digits}g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|---" * frame.shape[1] + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines)

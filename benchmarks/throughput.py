@@ -35,6 +35,21 @@ One run, one machine, everything side by side:
    ``per_peak_gflops`` is the hardware-normalised rate: samples per second per GFLOP/s of the
    fp32 matmul peak measured in the same run.
 
+6. **Default settings, this version against 0.2** (``_speedup.py``): per CPU kind (the
+   machine as it is, and the same machine limited to AVX2 through torch's, oneDNN's and MKL's
+   instruction-set switches, with bf16 declared absent), training samples/s at the package
+   defaults (zeisel_shallow's 2,404 training samples × 500 genes, batch 64, the precision
+   ``"auto"`` picks and fp32), the embedding of 1,024 zeisel cells and the restoration of all
+   4,000 genes of 128 (fp32, the inference default, and bf16, opt-in), with MFU against the
+   matmul peak each process measures; 0.2 (commit ``80e7c90``, extracted from git) runs in the
+   same run on the same data, each measurement in a fresh process (``--repeats`` times,
+   medians reported). ``levers``: training with one of this version's throughput levers
+   switched off at a time, and with the blocks compiled by ``torch.compile``; ``profile``:
+   seconds per training step by kind of operation (torch profiler), 0.2 beside this version.
+   Writes ``throughput_defaults.{csv,md,png}``. Rerun:
+   ``python benchmarks/throughput.py --sections defaults levers profile`` (≈ 30 minutes on 2
+   idle cores; ``--cpu-kinds native``, ``--baseline-ref none`` to skip parts).
+
 Memory: each configuration runs in its own process (``multiprocessing`` spawn). Peak resident
 memory of each phase is read from ``VmHWM`` in ``/proc/self/status`` after resetting it through
 ``/proc/self/clear_refs`` at the start of the phase (Linux; elsewhere the process's
@@ -56,6 +71,8 @@ the tables and a pass/fail line per target.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import os
 import platform
@@ -64,6 +81,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import _speedup
 import numpy as np
 import pandas as pd
 import torch
@@ -123,13 +141,13 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float) -> tup
 # ----------------------------------------------------------------------------- FLOPs
 def model_flops(cfg: dict, n_vars: int) -> dict[str, float]:
     """Per-sample FLOPs of a training step, an embedding and an all-gene restoration."""
-    from gexbert_sc.module import decoder_flops, encoder_flops
+    from gexbert_sc.module import bottleneck_flops, decoder_flops, encoder_flops
 
     d, layers, dec = cfg["d_model"], cfg["n_layers"], cfg["n_decoder_layers"]
     tokens = 1 + min(cfg["n_context"], n_vars)
     n_targets = tokens - 1
     forward = encoder_flops(tokens, d, layers) + decoder_flops(n_targets, tokens, d, dec)
-    forward += decoder_flops(n_targets, 1, d, dec)  # the [CLS]-only bottleneck pass
+    forward += bottleneck_flops(n_targets, d, dec)  # the [CLS]-only pass
     inference_tokens = 1 + min(cfg["n_inference_context"], n_vars)
     embed = encoder_flops(inference_tokens, d, layers)
     n_chunks = math.ceil(n_vars / cfg["query_chunk_size"])
@@ -574,9 +592,39 @@ COLUMNS = {
 COLUMNS["genes"] = COLUMNS["samples"]
 
 
+def report_speedup(args: argparse.Namespace, sections: list[str], bf16_native: bool) -> None:
+    """Run the default-settings sections (:mod:`_speedup`); write and print their results."""
+    rows = _speedup.run(
+        Path(__file__).resolve(),
+        sections,
+        args.cpu_kinds,
+        args.baseline_ref,
+        1 if args.fast else args.repeats,
+        args.fast,
+        2.0 if args.fast else (args.seconds or 15.0),
+        bf16_native,
+    )
+    table = pd.DataFrame(rows)
+    table.to_csv(results_path("throughput_defaults.csv", args), index=False)
+    summary = _speedup.summarise(table) if "defaults" in sections else pd.DataFrame()
+    levers = _speedup.lever_table(table)
+    profile = _speedup.profile_table(table)
+    text = _speedup.markdown(summary, levers, profile)
+    results_path("throughput_defaults.md", args).write_text(text)
+    print("\n== default settings\n" + text)
+    if not summary.empty:
+        for line in _speedup.goal_lines(summary):
+            print(line)
+        _speedup.plot(summary, results_path("throughput_defaults.png", args))
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], "small grid and sizes (smoke run)")
-    parser.add_argument("--sections", nargs="+", default=["grid", "samples", "genes", "zeisel"])
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["grid", "samples", "genes", "zeisel", "defaults", "levers", "profile"],
+    )
     parser.add_argument("--n-context", nargs="+", type=int, default=None)
     parser.add_argument("--d-model", nargs="+", type=int, default=None)
     parser.add_argument("--precisions", nargs="+", default=None, choices=list(DTYPES))
@@ -584,7 +632,18 @@ def main() -> None:
     parser.add_argument("--train-tokens", type=int, default=None, help="tokens per train step")
     parser.add_argument("--threads", type=int, default=None, help="torch/BLAS threads")
     parser.add_argument("--seconds", type=float, default=None, help="time per measurement")
+    parser.add_argument("--cpu-kinds", nargs="+", default=list(_speedup.CPU_KINDS))
+    parser.add_argument("--baseline-ref", default=_speedup.BASELINE_REF, help="'none': skip")
+    parser.add_argument("--repeats", type=int, default=2, help="defaults-section repeats")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child is not None:
+        rows = _speedup.child(
+            json.loads(args.child),
+            lambda precision: matmul_peak(DTYPES[precision], torch.device("cpu"), 1.0)[0],
+        )
+        print("ROWS " + json.dumps(rows))
+        return
     from gexbert_sc.train import cpu_supports_bf16, resolve_precision
 
     if args.threads:
@@ -708,9 +767,14 @@ def main() -> None:
                     row["per_peak_gflops"] = row["samples_per_s"] / peaks[precisions[0]]
                 rows.append({"section": "zeisel", **row})
                 print(f"zeisel {method} {row['phase']}: {row['seconds']:.2f} s")
+    pd.set_option("display.width", 200)
+    speed_sections = [s for s in ("defaults", "levers", "profile") if s in args.sections]
+    if speed_sections:
+        report_speedup(args, speed_sections, bf16_native)
+    if len(rows) == len(machine) + len(peaks):
+        return  # only the default-settings sections ran
     table = pd.DataFrame(rows)
     table.to_csv(results_path("throughput.csv", args), index=False)
-    pd.set_option("display.width", 200)
     for section, columns in COLUMNS.items():
         part = table[table.section == section]
         if not part.empty:

@@ -2,7 +2,7 @@
 
 from gexbert_sc.module._attention import FFN_FACTOR
 from gexbert_sc.module._classifier import GexBERTClassifierModule
-from gexbert_sc.module._cost import decoder_flops, encoder_flops
+from gexbert_sc.module._cost import bottleneck_flops, decoder_flops, encoder_flops
 from gexbert_sc.module._encoder import ContextPolicy, ExpressionEncoder
 from gexbert_sc.module._gexbert import GexBERTModule
 from gexbert_sc.module._heads import MLPHead
@@ -18,6 +18,7 @@ __all__ = [
     "GexBERTModule",
     "GexBERTSurvivalModule",
     "GexBERTTaskModule",
+    "bottleneck_flops",
     "decoder_flops",
     "encoder_flops",
 ]

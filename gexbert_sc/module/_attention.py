@@ -165,9 +165,15 @@ class _PreLNBlock(nn.Module):
         rows_per_chunk = max(1, FFN_CHUNK_ELEMENTS // (FFN_FACTOR * h.shape[-1]))
         if h.device.type != "cpu" or h[..., 0].numel() <= rows_per_chunk:
             return h + self.ff(self.norm_ff(h))
-        rows = h.reshape(-1, h.shape[-1])
-        chunks = [part + self.ff(self.norm_ff(part)) for part in rows.split(rows_per_chunk)]
-        return torch.cat(chunks).view(h.shape)
+        rows = h.reshape(-1, h.shape[-1]).split(rows_per_chunk)
+        if torch.is_grad_enabled():
+            return torch.cat([part + self.ff(self.norm_ff(part)) for part in rows]).view(h.shape)
+        # at inference, written chunk by chunk into one tensor: no concatenation pass
+        out = h.new_empty(h.shape)
+        dests = out.view(-1, h.shape[-1]).split(rows_per_chunk)
+        for part, dest in zip(rows, dests, strict=True):
+            torch.add(part, self.ff(self.norm_ff(part)), out=dest)
+        return out
 
 
 class EncoderBlock(_PreLNBlock):

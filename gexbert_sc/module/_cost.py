@@ -58,3 +58,27 @@ def decoder_flops(
     per_query = (4 + 4 * FFN_FACTOR) * d_model * d_model + 4 * n_memory * d_model
     per_call = 4 * d_model * d_model * n_memory
     return float(n_layers * (n_query * per_query + n_calls * per_call))
+
+
+def bottleneck_flops(n_query: int, d_model: int, n_layers: int) -> float:
+    """Forward FLOPs of the decoder's ``[CLS]``-only pass for one sample.
+
+    With one memory token every query gets the same attention output (the token's projected
+    value, computed once per sample), so a query costs its feed-forward layer alone.
+
+    Parameters
+    ----------
+    n_query
+        Queries (genes restored).
+    d_model
+        Token width.
+    n_layers
+        Decoder blocks.
+
+    Returns
+    -------
+    Feed-forward ``4·FFN_FACTOR d^2`` per query, plus the key/value and output projections
+    of the one token ``6 d^2``, over the blocks.
+    """
+    per_query = 4 * FFN_FACTOR * d_model * d_model
+    return float(n_layers * (n_query * per_query + 6 * d_model * d_model))

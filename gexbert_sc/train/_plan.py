@@ -46,8 +46,8 @@ class GexBERTTrainingPlan(TrainingPlan):
 
     Differs from :class:`scvi.train.TrainingPlan` in four ways:
 
-    - the optimiser is AdamW (``eps=1e-8``, ``weight_decay=0.01``; torch's fused kernel)
-      rather than Adam with ``eps=0.01``;
+    - the optimiser is AdamW (``eps=1e-8``, ``weight_decay=0.01``; torch's fused kernel
+      unless fp16's loss scaler is in use) rather than Adam with ``eps=0.01``;
     - the learning rate warms up linearly over ``warmup_fraction`` of the steps, then follows
       a cosine decay;
     - the module decides how a step encodes its samples: training steps use
@@ -232,7 +232,7 @@ class GexBERTTrainingPlan(TrainingPlan):
         RuntimeError
             If a gradient holds a NaN or infinite value.
         """
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+        if self._loss_scaler() is not None:
             return
         grads = [
             param.grad
@@ -255,6 +255,34 @@ class GexBERTTrainingPlan(TrainingPlan):
             '`precision="32-true"`, or check the data.'
         )
         raise RuntimeError(msg)
+
+    def _loss_scaler(self) -> torch.amp.GradScaler | None:
+        """Return the gradient scaler of ``precision="16-mixed"`` (``None`` in fp32 and bf16)."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip gradients (``gradient_clip_val``, by norm or by value) before the step.
+
+        Lightning's mixed-precision plugin refuses to clip for any fused optimiser, since
+        one that unscales fp16 gradients inside its step would be clipped on scaled values.
+        bf16 autocast has no loss scaler, so here the gradients are the true ones and are
+        clipped as in fp32; with fp16's scaler the optimiser is not fused and Lightning clips.
+        """
+        if self._loss_scaler() is not None or not gradient_clip_val:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+            return
+        params = [param for group in optimizer.param_groups for param in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def compute_and_log_metrics(self, loss_output: LossOutput, metrics: dict, mode: str) -> None:
         """Log scvi-tools' metrics and the module's extra metrics, under ``no_grad``.
@@ -291,9 +319,10 @@ class GexBERTTrainingPlan(TrainingPlan):
             params = self.module.parameter_groups(self.lr)
         else:
             params = [p for p in self.module.parameters() if p.requires_grad]
-        if self.optimizer_name == "AdamW":
+        if self.optimizer_name == "AdamW" and self._loss_scaler() is None:
             # the fused kernel: one pass over all parameters (5x faster than the loop or
-            # `foreach` implementation on CPU; the same update up to float rounding)
+            # `foreach` implementation on CPU; the same update up to float rounding). With
+            # fp16's loss scaler, Lightning unscales before clipping only for unfused ones.
             optimizer = torch.optim.AdamW(
                 params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=True
             )
