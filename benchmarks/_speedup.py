@@ -390,7 +390,12 @@ def run(
     seconds: float,
     bf16_native: bool,
 ) -> list[dict]:
-    """Every child of the ``defaults``, ``levers`` and ``profile`` sections; their rows."""
+    """Every child of the ``defaults``, ``levers`` and ``profile`` sections; their rows.
+
+    Each repeat measures every version and lever once, in turn, so that a drift of the
+    machine's speed during the run touches them alike; the profile and ``torch.compile``
+    run once.
+    """
     versions = {CURRENT: None}
     if baseline_ref != "none":
         versions[f"0.2 ({baseline_ref[:7]})"] = version_tree(baseline_ref, script.parent.parent)
@@ -404,7 +409,7 @@ def run(
         except RuntimeError as error:
             if not extra.get("compile"):
                 raise
-            reason = str(error).strip().splitlines()[-1][:300]
+            reason = str(error).strip().splitlines()[-1].split(". ")[0][:120]
             child_rows = [{"phase": "train", "failed": reason}]
             print(f"{section} {kind} {precision} {label}: failed: {reason}", flush=True)
         for row in child_rows:
@@ -432,14 +437,17 @@ def run(
                         measure("defaults", "inference", kind, version, precision, repeat=repeat)
                     if "profile" in sections and repeat == 0:
                         measure("profile", "profile", kind, version, precision)
-    if "levers" in sections:
+        if "levers" not in sections:
+            continue
         for kind in cpu_kinds:
             for precision in precisions_of(kind, bf16_native):
                 for lever in LEVERS:
                     if lever == "fp32 attention kernel" and precision == "32-true":
                         continue  # the kernel is fp32 anyway
-                    measure("levers", "train", kind, CURRENT, precision, levers_off=[lever])
-                measure("levers", "train", kind, CURRENT, precision, compile=True)
+                    off = {"levers_off": [lever], "repeat": repeat}
+                    measure("levers", "train", kind, CURRENT, precision, **off)
+                if repeat == 0:
+                    measure("levers", "train", kind, CURRENT, precision, compile=True)
     return rows
 
 

@@ -31,9 +31,9 @@ def attend(
     """:func:`~torch.nn.functional.scaled_dot_product_attention`, in fp32 on CPUs without AMX.
 
     Under bf16 autocast on a CPU without AMX tiles (e.g. AVX512-BF16 or AVX2 only), torch's
-    fused CPU attention kernel is slower in bf16 than in fp32 (its backward 1.5× slower,
-    measured in :doc:`/performance`), so ``q``, ``k`` and ``v`` are read in fp32 and the
-    output is returned in their dtype. Elsewhere (fp32, a GPU, a CPU with AMX) the kernel
+    fused CPU attention kernel is slower in bf16 than in fp32 (``benchmarks/kernels.py``,
+    :doc:`/performance`), so ``q``, ``k`` and ``v`` are read in fp32 and the output is
+    returned in their dtype. Elsewhere (fp32, a GPU, a CPU with AMX) the kernel
     runs in the dtype it is given.
 
     Parameters
@@ -159,8 +159,8 @@ class _PreLNBlock(nn.Module):
 
         On a CPU the tokens go through in chunks of rows whose hidden layer holds
         :data:`FFN_CHUNK_ELEMENTS` values (each row is independent: the same result, faster
-        where memory bandwidth is the limit; 1.4–1.9× on the feed-forward layer, see
-        :doc:`/performance`). On a GPU all rows go at once.
+        where memory bandwidth is the limit; ``benchmarks/kernels.py``, :doc:`/performance`).
+        On a GPU all rows go at once.
         """
         rows_per_chunk = max(1, FFN_CHUNK_ELEMENTS // (FFN_FACTOR * h.shape[-1]))
         if h.device.type != "cpu" or h[..., 0].numel() <= rows_per_chunk:
