@@ -461,8 +461,19 @@ GOALS = {
 }
 
 
+def _paired_median_ratio(numerator, denominator) -> float:
+    """Median over repeats of ``numerator / denominator`` (two Series indexed by repeat).
+
+    Each repeat measures both within minutes of each other, so the ratio within a repeat is
+    spared the drift of the machine's speed between repeats.
+    """
+    ratios = (numerator / denominator).dropna()
+    return float(ratios.median()) if len(ratios) else np.nan
+
+
 def summarise(table):
-    """Median over repeats per CPU kind, phase and precision: 0.2, this version, speed-up, MFU."""
+    """Per CPU kind, phase and precision: median samples/s and MFU of 0.2 and this version,
+    and the speed-up (the median over repeats of the ratio within a repeat)."""
     import pandas as pd
 
     rates = table[table.section == "defaults"]
@@ -479,20 +490,31 @@ def summarise(table):
     out["samples_per_s"] = wide["samples_per_s"][CURRENT]
     out["mfu"] = wide["mfu"][CURRENT]
     if baseline:
-        out["speedup"] = out["samples_per_s"] / out["samples_per_s_0.2"]
+        per_repeat = rates.pivot_table(
+            index=[*keys, "repeat"], columns="version", values="samples_per_s"
+        )
+        out["speedup"] = [
+            _paired_median_ratio(per_repeat.loc[key][CURRENT], per_repeat.loc[key][baseline[0]])
+            for key in out.index
+        ]
     return out.reset_index()
 
 
 def lever_table(table):
-    """Training samples/s with each lever switched off, against all on (this version)."""
+    """Training samples/s with each lever switched off, against all on (this version).
+
+    ``gain_of_lever``: the median over repeats of all-on / switched-off within a repeat.
+    """
     import pandas as pd
 
     keys = ["cpu_kind", "precision"]
     current = table[(table.section == "defaults") & (table.version == CURRENT)]
-    all_on = current[current.phase == "train"].groupby(keys).samples_per_s.median()
+    trained = current[current.phase == "train"]
+    all_on = trained.groupby(keys).samples_per_s.median()
     levers = table[table.section == "levers"]
     if levers.empty:
         return pd.DataFrame()
+    on_by_repeat = trained.set_index([*keys, "repeat"]).samples_per_s.sort_index()
     out = (
         levers.groupby([*keys, "lever_off"], dropna=False)
         .agg(
@@ -504,7 +526,16 @@ def lever_table(table):
     if "failed" not in levers:
         out = out.drop(columns="failed")
     out["all_on"] = [all_on.get(tuple(r[k] for k in keys), np.nan) for _, r in out.iterrows()]
-    out["gain_of_lever"] = out["all_on"] / out["samples_per_s"]
+    gains = []
+    for _, r in out.iterrows():
+        off = levers[(levers.lever_off == r.lever_off)]
+        off = off[(off.cpu_kind == r.cpu_kind) & (off.precision == r.precision)]
+        if "samples_per_s" not in off or off.samples_per_s.isna().all():
+            gains.append(np.nan)
+            continue
+        on = on_by_repeat.loc[(r.cpu_kind, r.precision)]
+        gains.append(_paired_median_ratio(on, off.set_index("repeat").samples_per_s))
+    out["gain_of_lever"] = gains
     return out
 
 

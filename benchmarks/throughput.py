@@ -593,19 +593,26 @@ COLUMNS["genes"] = COLUMNS["samples"]
 
 
 def report_speedup(args: argparse.Namespace, sections: list[str], bf16_native: bool) -> None:
-    """Run the default-settings sections (:mod:`_speedup`); write and print their results."""
-    rows = _speedup.run(
-        Path(__file__).resolve(),
-        sections,
-        args.cpu_kinds,
-        args.baseline_ref,
-        1 if args.fast else args.repeats,
-        args.fast,
-        2.0 if args.fast else (args.seconds or 15.0),
-        bf16_native,
-    )
-    table = pd.DataFrame(rows)
-    table.to_csv(results_path("throughput_defaults.csv", args), index=False)
+    """Run the default-settings sections (:mod:`_speedup`); write and print their results.
+
+    With ``--from-csv``, summarise the rows of an earlier run instead of measuring.
+    """
+    if args.from_csv:
+        table = pd.read_csv(args.from_csv, keep_default_na=False, na_values=[""])
+    else:
+        rows = _speedup.run(
+            Path(__file__).resolve(),
+            sections,
+            args.cpu_kinds,
+            args.baseline_ref,
+            1 if args.fast else args.repeats,
+            args.fast,
+            2.0 if args.fast else (args.seconds or 15.0),
+            bf16_native,
+        )
+        table = pd.DataFrame(rows)
+        table.to_csv(results_path("throughput_defaults.csv", args), index=False)
+    sections = [s for s in sections if s in set(table.section)]
     summary = _speedup.summarise(table) if "defaults" in sections else pd.DataFrame()
     levers = _speedup.lever_table(table)
     profile = _speedup.profile_table(table)
@@ -635,6 +642,7 @@ def main() -> None:
     parser.add_argument("--cpu-kinds", nargs="+", default=list(_speedup.CPU_KINDS))
     parser.add_argument("--baseline-ref", default=_speedup.BASELINE_REF, help="'none': skip")
     parser.add_argument("--repeats", type=int, default=2, help="defaults-section repeats")
+    parser.add_argument("--from-csv", default=None, help="summarise this earlier run's rows")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
