@@ -188,6 +188,7 @@ for _ in sys.stdin:  # each line: a child saves model 1, 0, 1, ... until it is k
             i += 1
     print(pid, flush=True)
     os.waitpid(pid, 0)
+    print("reaped", flush=True)
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "stderr", "w") as stderr:
@@ -211,6 +212,8 @@ for _ in sys.stdin:  # each line: a child saves model 1, 0, 1, ... until it is k
             child = int(process.stdout.readline())
             time.sleep(rng.uniform(0.0, 3 * cycle_seconds))
             os.kill(child, 9)
+            # SIGKILL is delivered asynchronously: read the directory once the child is gone
+            assert process.stdout.readline().strip() == "reaped"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # model 0 is saved without data
                 loaded = GexBERT.load(target)  # checks every file, the saved data's too
