@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from lightning.pytorch.callbacks import Callback
 
 matplotlib.use("Agg")
 
@@ -120,6 +121,61 @@ def finish_figure(fig, legend_ax, path, fontsize: int = 7, loc: str = "lower rig
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def silence_libraries() -> None:
+    """Every warning and the INFO / WARNING logs of the training libraries off (child processes
+    whose output is parsed)."""
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "gexbert_sc"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def synchronise(device: torch.device) -> None:
+    """Wait for the GPU's queued work (nothing to wait for on a CPU), before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class StepTimer(Callback):
+    """Times training steps after the first ``warmup`` and stops after ``seconds`` of them.
+
+    Training stops once more than ``min_steps`` step ends are timed and they span ``seconds``.
+    """
+
+    def __init__(self, seconds: float, min_steps: int = 2, warmup: int = 1):
+        self.seconds, self.min_steps, self.warmup, self.ends = seconds, min_steps, warmup, []
+
+    def timed_ends(self) -> list[float]:
+        """Clock readings at the end of the last warm-up step and of every timed step."""
+        return self.ends[self.warmup - 1 :]
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        synchronise(trainer.lightning_module.device)
+        self.ends.append(time.perf_counter())
+        timed = self.timed_ends()
+        if len(timed) > self.min_steps and timed[-1] - timed[0] >= self.seconds:
+            trainer.should_stop = True
+
+    def seconds_per_step(self) -> float:
+        """Mean seconds of a timed step."""
+        timed = self.timed_ends()
+        return (timed[-1] - timed[0]) / (len(timed) - 1)
+
+    def median_seconds_per_step(self) -> float:
+        """Median seconds of a timed step (robust to a step slowed by something else)."""
+        return float(np.median(np.diff(self.timed_ends())))
+
+
+def training_flops(n_context: int, n_vars: int, d_model: int, n_layers: int, n_decoder: int):
+    """FLOPs of one training sample: 3 × the forward of ``[CLS]`` + the context, as many
+    restoration targets, and the ``[CLS]``-only pass (docs/performance.md, cost model)."""
+    from gexbert_sc.module import bottleneck_flops, decoder_flops, encoder_flops
+
+    tokens = 1 + min(n_context, n_vars)
+    forward = encoder_flops(tokens, d_model, n_layers)
+    forward += decoder_flops(tokens - 1, tokens, d_model, n_decoder)
+    return 3 * (forward + bottleneck_flops(tokens - 1, d_model, n_decoder))
 
 
 def quiet_training_logs() -> None:

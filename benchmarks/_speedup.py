@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _common import markdown_table
+from _common import StepTimer, markdown_table, silence_libraries, training_flops
 
 #: Environment of each CPU kind (added to the parent's).
 CPU_KINDS = {
@@ -146,27 +146,8 @@ def compile_blocks(model) -> None:
 
 
 # ----------------------------------------------------------------------------- measurements
-class _StepTimes:
-    """Lightning callback: time training steps after ``warmup`` steps, stop after ``seconds``."""
-
-    def __new__(cls, warmup: int, seconds: float):
-        from lightning.pytorch.callbacks import Callback
-
-        class StepTimes(Callback):
-            def __init__(self):
-                self.ends: list[float] = []
-
-            def on_train_batch_end(self, trainer, *args) -> None:
-                self.ends.append(time.perf_counter())
-                timed = self.ends[warmup:]
-                if len(timed) > 2 and timed[-1] - timed[0] >= seconds:
-                    trainer.should_stop = True
-
-            def seconds_per_step(self) -> float:
-                steps = np.diff(self.ends[warmup:])
-                return float(np.median(steps))
-
-        return StepTimes()
+#: Training steps before the timed ones.
+WARMUP_STEPS = 4
 
 
 def training_data(fast: bool):
@@ -206,13 +187,12 @@ def add_flops(row: dict) -> None:
     FLOPs that are needed, not those it spent). Inference: the tokens each sample was read
     through (``context_lengths``) and, for restoration, every gene as a query.
     """
-    from gexbert_sc.module import bottleneck_flops, decoder_flops, encoder_flops
+    from gexbert_sc.module import decoder_flops, encoder_flops
 
     d, layers, dec = row["d_model"], row["n_layers"], row["n_decoder_layers"]
     if row["phase"] == "train":
-        tokens = 1 + min(row["n_context"], row["n_vars"])
-        forward = encoder_flops(tokens, d, layers) + decoder_flops(tokens - 1, tokens, d, dec)
-        flops = 3 * (forward + bottleneck_flops(tokens - 1, d, dec)) * row["samples_per_s"]
+        flops = training_flops(row["n_context"], row["n_vars"], d, layers, dec)
+        flops *= row["samples_per_s"]
     else:
         lengths = row.pop("context_lengths")
         flops = sum(encoder_flops(1 + n, d, layers) for n in lengths)
@@ -239,7 +219,7 @@ def measure_training(params: dict) -> dict:
     model = _model_for_steps(adata)
     if params.get("compile"):
         compile_blocks(model)
-    timer = _StepTimes(warmup=3, seconds=params["seconds"])
+    timer = StepTimer(params["seconds"], warmup=WARMUP_STEPS)
     batch_size = model._default_batch_size
     model.train(
         max_epochs=50,
@@ -254,8 +234,8 @@ def measure_training(params: dict) -> dict:
         "n_obs": adata.n_obs,
         "n_vars": adata.n_vars,
         "batch_size": batch_size,
-        "steps": len(timer.ends) - 3,
-        "samples_per_s": batch_size / timer.seconds_per_step(),
+        "steps": len(timer.timed_ends()),
+        "samples_per_s": batch_size / timer.median_seconds_per_step(),
         **_architecture(model),
     }
 
@@ -342,7 +322,7 @@ def child(params: dict, peak: Callable[[str], float]) -> list[dict]:
     import torch
 
     torch.manual_seed(0)
-    _quiet()
+    silence_libraries()
     for lever in params.get("levers_off", []):
         switch_off(lever)
     peaks = {precision: peak(precision) for precision in ("32-true", "bf16-mixed")}
@@ -356,15 +336,6 @@ def child(params: dict, peak: Callable[[str], float]) -> list[dict]:
         row["peak_gflop_per_s"] = peaks[params["precision"]]
         row["peak_fp32_gflop_per_s"] = peaks["32-true"]
     return rows
-
-
-def _quiet() -> None:
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "gexbert_sc"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -515,16 +486,10 @@ def lever_table(table):
     if levers.empty:
         return pd.DataFrame()
     on_by_repeat = trained.set_index([*keys, "repeat"]).samples_per_s.sort_index()
-    out = (
-        levers.groupby([*keys, "lever_off"], dropna=False)
-        .agg(
-            samples_per_s=("samples_per_s", "median"),
-            failed=("failed", "first") if "failed" in levers else ("samples_per_s", "size"),
-        )
-        .reset_index()
-    )
-    if "failed" not in levers:
-        out = out.drop(columns="failed")
+    columns = {"samples_per_s": ("samples_per_s", "median")}
+    if "failed" in levers:
+        columns["failed"] = ("failed", "first")
+    out = levers.groupby([*keys, "lever_off"], dropna=False).agg(**columns).reset_index()
     out["all_on"] = [all_on.get(tuple(r[k] for k in keys), np.nan) for _, r in out.iterrows()]
     gains = []
     for _, r in out.iterrows():

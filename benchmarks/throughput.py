@@ -88,11 +88,15 @@ import torch
 from _common import (
     SMALL_MODEL,
     PeakMemory,
+    StepTimer,
     benchmark_parser,
     log_normalise,
     resident_mb,
     results_path,
+    silence_libraries,
+    synchronise,
     timed,
+    training_flops,
 )
 from lightning.pytorch.callbacks import Callback
 
@@ -105,11 +109,6 @@ DTYPES = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16}
 
 
 # ----------------------------------------------------------------------------- peak
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float) -> tuple[float, int]:
     """Best GFLOP/s of ``n × n`` matmuls for growing ``n``, and that ``n``.
 
@@ -123,12 +122,12 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float) -> tup
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
         a @ b
-        _sync(device)
+        synchronise(device)
         reps, start = 0, time.perf_counter()
         while True:
             a @ b
             reps += 1
-            _sync(device)
+            synchronise(device)
             elapsed = time.perf_counter() - start
             if elapsed >= seconds / 2:
                 break
@@ -141,18 +140,15 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float) -> tup
 # ----------------------------------------------------------------------------- FLOPs
 def model_flops(cfg: dict, n_vars: int) -> dict[str, float]:
     """Per-sample FLOPs of a training step, an embedding and an all-gene restoration."""
-    from gexbert_sc.module import bottleneck_flops, decoder_flops, encoder_flops
+    from gexbert_sc.module import decoder_flops, encoder_flops
 
     d, layers, dec = cfg["d_model"], cfg["n_layers"], cfg["n_decoder_layers"]
-    tokens = 1 + min(cfg["n_context"], n_vars)
-    n_targets = tokens - 1
-    forward = encoder_flops(tokens, d, layers) + decoder_flops(n_targets, tokens, d, dec)
-    forward += bottleneck_flops(n_targets, d, dec)  # the [CLS]-only pass
     inference_tokens = 1 + min(cfg["n_inference_context"], n_vars)
     embed = encoder_flops(inference_tokens, d, layers)
     n_chunks = math.ceil(n_vars / cfg["query_chunk_size"])
     restore = embed + decoder_flops(n_vars, inference_tokens, d, dec, n_chunks)
-    return {"train": 3 * forward, "embed": embed, "restore": restore}
+    train = training_flops(cfg["n_context"], n_vars, d, layers, dec)
+    return {"train": train, "embed": embed, "restore": restore}
 
 
 def counted_flops(model, adata, n: int, precision: str) -> dict[str, float]:
@@ -221,22 +217,6 @@ def _matrix_mb(adata) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------- timing
-class StepTimer(Callback):
-    """Times training steps (after the first) and stops after ``seconds`` of timed steps."""
-
-    def __init__(self, seconds: float, min_steps: int = 2):
-        self.seconds, self.min_steps, self.ends = seconds, min_steps, []
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        _sync(trainer.lightning_module.device)
-        self.ends.append(time.perf_counter())
-        if len(self.ends) > self.min_steps and self.ends[-1] - self.ends[0] >= self.seconds:
-            trainer.should_stop = True
-
-    def seconds_per_step(self) -> float:
-        return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
-
-
 class EpochTimer(Callback):
     """Wall time of each training epoch."""
 
@@ -247,7 +227,7 @@ class EpochTimer(Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, *args) -> None:
-        _sync(trainer.lightning_module.device)
+        synchronise(trainer.lightning_module.device)
         self.epochs.append(time.perf_counter() - self._start)
 
 
@@ -265,17 +245,12 @@ def _setup_child(params: dict) -> float:
     if params["threads"]:
         torch.set_num_threads(params["threads"])
     torch.manual_seed(0)
-    import logging
-    import warnings
-
     import scanpy  # noqa: F401
     import scvi  # noqa: F401
 
     import gexbert_sc  # noqa: F401
 
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "gexbert_sc"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    silence_libraries()
     return resident_mb()
 
 
