@@ -9,10 +9,19 @@ from typing import TYPE_CHECKING, Any
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._columns import take_columns
 from gexbert_sc.data._gene_matching import match_genes, query_identifiers
+from gexbert_sc.data._matrix import registered_values
+from gexbert_sc.data._scale_matching import (
+    ScaleMatching,
+    check_scale_matching,
+    dense_columns,
+    match_scale_values,
+    reference_rows,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -74,6 +83,8 @@ class AlignmentReport:
     extra_genes: list[str]
     #: The ``var`` column matched on (``None``: ``var_names``).
     var_key: str | None = None
+    #: How the shared genes' values were brought to the reference's scale (``match_scale``).
+    scale_matching: str | None = None
 
     @property
     def n_shared(self) -> int:
@@ -95,10 +106,15 @@ class AlignmentReport:
 
     def __str__(self) -> str:
         on = "var_names" if self.var_key is None else f"var[{self.var_key!r}]"
+        scaled = (
+            ""
+            if self.scale_matching is None
+            else f" Values of the shared genes matched to the reference by {self.scale_matching}."
+        )
         return (
             f"Matched {self.n_shared} of the model's {self.n_model_genes} genes on {on}; "
             f"{len(self.missing_genes)} missing (NaN){_examples(self.missing_genes)}; "
-            f"{self.n_dropped} query genes dropped{_examples(self.extra_genes)}."
+            f"{self.n_dropped} query genes dropped{_examples(self.extra_genes)}.{scaled}"
         )
 
 
@@ -107,7 +123,14 @@ def _examples(names: list[str], n: int = 3) -> str:
     return f" (e.g. {', '.join(map(str, names[:n]))})" if names else ""
 
 
-def align_genes(adata: AnnData, model_or_var_names: Any, *, var_key: str | None = None) -> AnnData:
+def align_genes(
+    adata: AnnData,
+    model_or_var_names: Any,
+    *,
+    var_key: str | None = None,
+    match_scale: ScaleMatching | None = None,
+    scale_reference: AnnData | None = None,
+) -> AnnData:
     """Return a copy of ``adata`` whose genes are exactly the model's, in the model's order.
 
     Genes the model does not know are dropped; model genes absent from ``adata`` are added as
@@ -136,6 +159,22 @@ def align_genes(adata: AnnData, model_or_var_names: Any, *, var_key: str | None 
     var_key
         Column of ``adata.var`` holding the identifiers to match (e.g. Ensembl IDs in
         ``"gene_ids"``); ``None`` matches ``adata.var_names``.
+    match_scale
+        For a query measured by another technology (FISH intensities, a targeted panel's
+        counts): bring the values of ``X`` on the shared genes onto the reference's scale,
+        gene by gene, before the model reads them. ``"quantile"`` gives each gene the
+        reference's distribution (undoes any monotone difference of scale; use it when the
+        query and the reference sample the same kinds of cells in similar proportions);
+        ``"standardise"`` gives each gene the reference's mean and standard deviation and
+        keeps the shape of the query's distribution (undoes an affine difference; use it
+        when the proportions differ). Both keep the order of the samples within a gene and
+        leave NaN missing. ``X`` of the result is then dense; layers are not matched.
+        ``None`` (default) keeps the values as they are (same technology as the reference).
+    scale_reference
+        The reference values matched to: an AnnData holding the shared genes (in its
+        ``var_names``, the model's names) in ``X`` on the model's input scale. Default: the
+        data the model was set up with (its registered layer), which needs a model with its
+        data. At most 20,000 of its samples are read (a seeded subsample beyond).
 
     Returns
     -------
@@ -147,7 +186,10 @@ def align_genes(adata: AnnData, model_or_var_names: Any, *, var_key: str | None 
     KeyError
         If ``var_key`` is not a column of ``adata.var``.
     ValueError
-        If ``adata`` shares no gene with the model, or two of its genes match one model gene.
+        If ``adata`` shares no gene with the model, or two of its genes match one model gene;
+        with ``match_scale``: an unknown method, no reference values (a model without its
+        data or gene names and no ``scale_reference``), a model trained on counts, or a
+        ``scale_reference`` lacking shared genes.
 
     Examples
     --------
@@ -157,19 +199,35 @@ def align_genes(adata: AnnData, model_or_var_names: Any, *, var_key: str | None 
     >>> aligned.var_names[0] == panel.var_names[-1]
     True
     """
-    return align_with_report(adata, model_or_var_names, var_key=var_key)[0]
+    return align_with_report(
+        adata,
+        model_or_var_names,
+        var_key=var_key,
+        match_scale=match_scale,
+        scale_reference=scale_reference,
+    )[0]
 
 
 def align_with_report(
-    adata: AnnData, model_or_var_names: Any, *, var_key: str | None = None
+    adata: AnnData,
+    model_or_var_names: Any,
+    *,
+    var_key: str | None = None,
+    match_scale: ScaleMatching | None = None,
+    scale_reference: AnnData | None = None,
 ) -> tuple[AnnData, AlignmentReport]:
     """Do :func:`align_genes` and return ``(aligned, report)``.
 
     Parameters
     ----------
-    adata, model_or_var_names, var_key
+    adata, model_or_var_names, var_key, match_scale, scale_reference
         As in :func:`align_genes`.
     """
+    check_scale_matching(match_scale)
+    if match_scale is not None:
+        reference_matrix, reference_names = _scale_reference_values(
+            model_or_var_names, scale_reference
+        )
     target = pd.Index(getattr(model_or_var_names, "var_names", model_or_var_names))
     identifiers = query_identifiers(adata, var_key)
     positions = match_genes(identifiers, target)
@@ -191,6 +249,7 @@ def align_with_report(
         missing_genes=list(map(str, target[~present])),
         extra_genes=list(map(str, identifiers[~used])),
         var_key=var_key,
+        scale_matching=match_scale,
     )
     logger.info("%s", report)
     aligned = ad.AnnData(
@@ -201,8 +260,79 @@ def align_with_report(
         uns=dict(adata.uns),
         layers={k: _aligned_matrix(v, positions) for k, v in adata.layers.items()},
     )
+    if match_scale is not None:
+        aligned.X = _matched_matrix(
+            aligned.X,
+            np.flatnonzero(present),
+            report.matched_genes,
+            (reference_matrix, reference_names),
+            match_scale,
+        )
     aligned.uns[OUTPUT_KEYS.ALIGNMENT_UNS] = report.as_uns()
     return aligned, report
+
+
+def _scale_reference_values(
+    model_or_var_names: Any, scale_reference: AnnData | None
+) -> tuple[Any, pd.Index]:
+    """Return the matrix and gene names that ``match_scale`` maps a query onto."""
+    if scale_reference is not None:
+        if not isinstance(scale_reference, ad.AnnData):
+            msg = (
+                "`scale_reference` must be an AnnData of reference values, got "
+                f"{type(scale_reference).__name__}."
+            )
+            raise TypeError(msg)
+        return scale_reference.X, scale_reference.var_names
+    manager = getattr(model_or_var_names, "adata_manager", None)
+    if manager is None:
+        msg = (
+            "`match_scale` needs reference values: pass `scale_reference=` (an AnnData of the "
+            "reference's values on the model's input scale), or a model that holds the data "
+            "it was set up with."
+        )
+        raise ValueError(msg)
+    if manager.registry["setup_args"].get("input_scale") == "counts":
+        msg = (
+            "`match_scale` maps values onto a log-scale reference, but this model was trained "
+            "on counts; pass `scale_reference=` with log-normalised values and train the "
+            "model on the same log-normalised values (`input_scale='log'`)."
+        )
+        raise ValueError(msg)
+    return registered_values(manager)[0], pd.Index(model_or_var_names.var_names)
+
+
+def _matched_matrix(
+    matrix: Any,
+    shared: np.ndarray,
+    shared_names: list[str],
+    reference: tuple[Any, pd.Index],
+    method: ScaleMatching,
+) -> np.ndarray:
+    """Return the aligned matrix, dense, with its ``shared`` columns matched to the reference.
+
+    ``reference`` is ``(matrix, gene names)`` as :func:`_scale_reference_values` returns it.
+    """
+    reference_matrix, reference_names = reference
+    columns = pd.Index(map(str, reference_names)).get_indexer(shared_names)
+    if (columns < 0).any():
+        lacking = [g for g, c in zip(shared_names, columns, strict=True) if c < 0]
+        msg = (
+            f"`scale_reference` lacks {len(lacking)} of the {len(shared_names)} shared genes "
+            f"(e.g. {', '.join(lacking[:3])}); it must hold every gene the query shares with "
+            "the model, under the model's names."
+        )
+        raise ValueError(msg)
+    values = matrix.toarray() if sp.issparse(matrix) else np.array(matrix)
+    rows = reference_rows(reference_matrix.shape[0])
+    matched = match_scale_values(
+        values[:, shared].astype(np.float64),
+        dense_columns(reference_matrix, columns, rows),
+        method,
+        shared_names,
+    )
+    values[:, shared] = matched.astype(values.dtype)
+    return values
 
 
 def _aligned_matrix(matrix: Any, positions: np.ndarray) -> Any:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
+    from gexbert_sc.data._scale_matching import ScaleMatching
+
 #: What ``reference`` may be: a trained model, or the directory of a saved one.
 Reference = GexBERTBase | str | os.PathLike
 
@@ -32,6 +34,8 @@ class QueryMixin:
         reference: Reference,
         *,
         var_key: str | None = None,
+        match_scale: ScaleMatching | None = None,
+        scale_reference: AnnData | None = None,
         return_report: bool = False,
     ) -> AnnData | tuple[AnnData, AlignmentReport]:
         """Return a copy of a query with the reference model's genes, in its order.
@@ -51,6 +55,14 @@ class QueryMixin:
         var_key
             Column of ``adata.var`` holding identifiers to match (e.g. ``"gene_ids"`` for
             Ensembl IDs); ``None`` matches ``adata.var_names``.
+        match_scale
+            ``"quantile"`` or ``"standardise"`` to bring a query from another technology
+            (e.g. FISH intensities) onto the reference's scale on the shared genes; ``None``
+            (default) for a query on the reference's scale. See
+            :func:`gexbert_sc.data.align_genes`.
+        scale_reference
+            The reference values to match to (default: the reference model's own data;
+            needed for a saved directory or a model without its data).
         return_report
             Also return the :class:`~gexbert_sc.data.AlignmentReport`.
 
@@ -67,7 +79,7 @@ class QueryMixin:
             If ``var_key`` is not a column of ``adata.var``.
         ValueError
             If the query shares no gene with the reference, or two query genes match one
-            reference gene.
+            reference gene; for ``match_scale``, as :func:`gexbert_sc.data.align_genes`.
 
         Examples
         --------
@@ -77,7 +89,14 @@ class QueryMixin:
         >>> print(report)
         """
         _check_anndata(adata)
-        aligned, report = align_with_report(adata, reference_genes(reference), var_key=var_key)
+        genes = reference_genes(reference)
+        aligned, report = align_with_report(
+            adata,
+            reference if isinstance(reference, GexBERTBase) else genes,
+            var_key=var_key,
+            match_scale=match_scale,
+            scale_reference=scale_reference,
+        )
         return (aligned, report) if return_report else aligned
 
     @classmethod
