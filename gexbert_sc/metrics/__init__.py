@@ -8,6 +8,7 @@ from gexbert_sc.metrics._imputation import (
     median_gene_correlation,
 )
 from gexbert_sc.metrics._knn import knn_label_accuracy, knn_transfer_accuracy
+from gexbert_sc.metrics._spatial import accuracy_score, spatial_gene_scores
 from gexbert_sc.metrics._survival import (
     ScoreTest,
     concordance_index,
@@ -17,6 +18,7 @@ from gexbert_sc.metrics._survival import (
 
 __all__ = [
     "ScoreTest",
+    "accuracy_score",
     "attention_ablation",
     "concordance_index",
     "cox_score_test",
@@ -28,4 +30,5 @@ __all__ = [
     "masked_rmse",
     "median_gene_correlation",
     "ranking_overlap",
+    "spatial_gene_scores",
 ]
