@@ -1,10 +1,11 @@
 """Classical methods the benchmarks compare GexBERT with (benchmark code, not package features).
 
 Imputers and embeddings first, then classifiers (each fitted on training values and labels,
-with a ``predict(x)``), then the penalised Cox model of the survival benchmark. Every imputer
-takes ``(n_samples, n_genes)`` values with NaN at the entries to fill and returns a filled
-copy; the benchmarks pass the training samples in full and what remains of the test samples,
-and score the test rows.
+with a ``predict(x)``), then the penalised Cox model of the survival benchmark, then the
+spatial-panel peers (a reference of single cells, a spatial data set measured on some of its
+genes: predict other genes at every spot). Every imputer takes ``(n_samples, n_genes)``
+values with NaN at the entries to fill and returns a filled copy; the benchmarks pass the
+training samples in full and what remains of the test samples, and score the test rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sklearn.decomposition import PCA
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.extmath import randomized_svd
@@ -212,3 +213,77 @@ class ElasticNetCox:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Risk scores of the samples ``x``."""
         return self.path.predict(self.scaler.transform(x), alpha=self.alpha)
+
+
+# ---------------------------------------------------------------------- spatial panels
+def reference_knn(
+    reference: np.ndarray, query: np.ndarray, targets: np.ndarray, n_neighbors: int = 10
+) -> np.ndarray:
+    """Each query spot's mean of ``targets`` over its nearest reference cells.
+
+    Parameters
+    ----------
+    reference
+        ``(n_cells, n_shared)`` reference values of the genes both data sets measured.
+    query
+        ``(n_spots, n_shared)`` spatial values of the same genes, on the reference's scale
+        (e.g. quantile-matched).
+    targets
+        ``(n_cells, n_targets)`` reference values of the genes to predict.
+    n_neighbors
+        Reference cells averaged (Euclidean distance on the shared genes).
+    """
+    _, idx = NearestNeighbors(n_neighbors=n_neighbors).fit(reference).kneighbors(query)
+    return targets[idx].mean(axis=1)
+
+
+def tangram_predict(reference, spatial, train_genes: list[str], test_genes: list[str], seed: int):
+    """Tangram 1.0.4 (cells mode, its defaults: 1,000 epochs, RNA-count density prior), CPU.
+
+    The reference cells are mapped onto the spots on ``train_genes``; the mapping projects
+    every reference gene, and ``test_genes`` are returned ``(n_spots, n_test)``.
+    """
+    import tangram as tg
+
+    cells = reference.copy()
+    spots = spatial[:, train_genes].copy()
+    tg.pp_adatas(cells, spots, genes=list(train_genes))
+    mapping = tg.map_cells_to_space(
+        cells, spots, mode="cells", device="cpu", random_state=seed, verbose=False
+    )
+    projected = tg.project_genes(mapping, cells)
+    values = projected[:, [g.lower() for g in test_genes]].X
+    return np.asarray(values.toarray() if hasattr(values, "toarray") else values)
+
+
+def gimvi_predict(
+    reference, spatial, train_genes: list[str], test_genes: list[str], seed: int
+) -> np.ndarray:
+    """gimVI (``scvi.external.GIMVI``, its defaults: ZINB / NB, 200 epochs), CPU.
+
+    Trained on the reference (every gene) and the spots' ``train_genes``; returns its
+    imputation of ``test_genes`` at the spots (``get_imputed_values(normalized=False)``).
+    """
+    import scvi
+    from scvi.external import GIMVI
+
+    scvi.settings.seed = seed
+    cells = reference.copy()
+    spots = spatial[:, train_genes].copy()
+    GIMVI.setup_anndata(cells)
+    GIMVI.setup_anndata(spots)
+    model = GIMVI(cells, spots)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-negative integer.*")
+        model.train(enable_progress_bar=False)
+    _, imputed = model.get_imputed_values(normalized=False)
+    return np.asarray(imputed)[:, cells.var_names.get_indexer(test_genes)]
+
+
+def tangram_available() -> bool:
+    """Whether ``tangram`` (tangram-sc) imports."""
+    try:
+        import tangram  # noqa: F401
+    except ImportError:
+        return False
+    return True
