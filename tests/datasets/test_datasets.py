@@ -41,7 +41,16 @@ def _fake_find_spec(monkeypatch, module: str, location=None) -> None:
 
 
 def test_public_api():
-    assert sorted(datasets.__all__) == ["pbmc68k", "survset", "tcga_mirna", "zeisel"]
+    assert sorted(datasets.__all__) == [
+        "DataNotFetchedError",
+        "drosophila_fish",
+        "drosophila_scrna",
+        "merfish_osteosarcoma",
+        "pbmc68k",
+        "survset",
+        "tcga_mirna",
+        "zeisel",
+    ]
 
 
 # ---------------------------------------------------------------- pbmc68k
