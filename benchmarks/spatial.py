@@ -386,11 +386,8 @@ def plot(table: pd.DataFrame, path) -> None:
         rng = np.random.default_rng(0)
         for i, v in enumerate(values, start=1):
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=6, alpha=0.5)
-        ax.set_xticks(
-            range(1, len([m.replace(" (", "\n(") for m in methods], fontsize=7) + 1),
-            [m.replace(" (", "\n(") for m in methods],
-            fontsize=7,
-        )
+        labels = [m.replace(" (", "\n(") for m in methods]
+        ax.set_xticks(range(1, len(methods) + 1), labels, fontsize=7)
         ax.set_ylabel(metric)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
