@@ -245,7 +245,12 @@ def tangram_predict(reference, spatial, train_genes: list[str], test_genes: list
     """
     import tangram as tg
 
-    cells = reference.copy()
+    # Tangram lowercases gene names, then makes them unique: a reference gene differing from
+    # a panel gene only in case ("d" beside "D") would take the panel gene's name. Keep the
+    # exact-case gene only.
+    wanted = {g.lower(): g for g in [*train_genes, *test_genes]}
+    clash = [g for g in reference.var_names if wanted.get(g.lower(), g) != g]
+    cells = reference[:, ~reference.var_names.isin(clash)].copy()
     spots = spatial[:, train_genes].copy()
     tg.pp_adatas(cells, spots, genes=list(train_genes))
     mapping = tg.map_cells_to_space(
@@ -261,8 +266,9 @@ def gimvi_predict(
 ) -> np.ndarray:
     """gimVI (``scvi.external.GIMVI``, its defaults: ZINB / NB, 200 epochs), CPU.
 
-    Trained on the reference (every gene) and the spots' ``train_genes``; returns its
-    imputation of ``test_genes`` at the spots (``get_imputed_values(normalized=False)``).
+    Trained on the reference (every gene it is given) and the spots' ``train_genes``;
+    returns its imputation of ``test_genes`` at the spots
+    (``get_imputed_values(normalized=False)``).
     """
     import scvi
     from scvi.external import GIMVI

@@ -51,6 +51,7 @@ Rerun (about 1 h 30 min at one thread on 2 CPU cores)::
     OMP_NUM_THREADS=1 python spatial.py --sections data14 --methods Tangram gimVI --tag peers
     python spatial.py --summarise results/spatial_own.csv results/spatial_peers.csv
 
+A method rerun in a later part (listed later to ``--summarise``) replaces its earlier rows.
 ``--fast``: a smoke run (a tiny model, 2 folds, a small gene set, no gimVI).
 """
 
@@ -395,6 +396,23 @@ def plot(table: pd.DataFrame, path) -> None:
     plt.close(fig)
 
 
+def latest_parts(paths: list[str]) -> pd.DataFrame:
+    """The parts of a run as one table; a method rerun in a later part replaces its rows.
+
+    Rows are keyed by section and method: a part listed after another that holds the same
+    method of the same section (a rerun, e.g. after a fix) wins.
+    """
+    table = pd.DataFrame()
+    for path in paths:
+        part = read_parts([path], text_columns=("gene",))
+        keys = set(zip(part["section"], part["method"], strict=True))
+        if len(table):
+            earlier = pd.Series(list(zip(table["section"], table["method"], strict=True)))
+            table = table[~earlier.isin(keys).to_numpy()]
+        table = pd.concat([table, part], ignore_index=True)
+    return table
+
+
 def report(table: pd.DataFrame, args) -> None:
     """Write the CSVs, the markdown table and the figure; print the summary."""
     table.to_csv(results_path("spatial.csv", args), index=False)
@@ -424,7 +442,7 @@ def main() -> None:
     add_summarise_option(parser)
     args = parser.parse_args()
     if args.summarise:
-        report(read_parts(args.summarise, text_columns=("gene",)), args)
+        report(latest_parts(args.summarise), args)
         return
     quiet_training_logs()
     start = time.perf_counter()
