@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anndata as ad
 import numpy as np
@@ -163,11 +163,11 @@ def align_genes(
         For a query measured by another technology (FISH intensities, a targeted panel's
         counts): bring the values of ``X`` on the shared genes onto the reference's scale,
         gene by gene, before the model reads them. ``"quantile"`` gives each gene the
-        reference's distribution (undoes any monotone difference of scale; use it when the
-        query and the reference sample the same kinds of cells in similar proportions);
-        ``"standardise"`` gives each gene the reference's mean and standard deviation and
-        keeps the shape of the query's distribution (undoes an affine difference; use it
-        when the proportions differ). Both keep the order of the samples within a gene and
+        reference's distribution (undoes any monotone difference of scale, e.g. FISH
+        intensities); ``"standardise"`` gives each gene the reference's mean and standard
+        deviation and keeps the shape of the query's distribution (undoes an affine
+        difference only). Both assume the query and the reference sample the same kinds of
+        cells in similar proportions; both keep the order of the samples within a gene and
         leave NaN missing. ``X`` of the result is then dense; layers are not matched.
         ``None`` (default) keeps the values as they are (same technology as the reference).
     scale_reference
@@ -187,9 +187,10 @@ def align_genes(
         If ``var_key`` is not a column of ``adata.var``.
     ValueError
         If ``adata`` shares no gene with the model, or two of its genes match one model gene;
-        with ``match_scale``: an unknown method, no reference values (a model without its
-        data or gene names and no ``scale_reference``), a model trained on counts, or a
-        ``scale_reference`` lacking shared genes.
+        with ``match_scale``: an unknown method, ``adata.X`` absent or holding infinite
+        values, no reference values (a model without its data or gene names and no
+        ``scale_reference``), a model trained on counts, or a ``scale_reference`` without
+        ``X``, with repeated gene names or lacking shared genes.
 
     Examples
     --------
@@ -225,9 +226,13 @@ def align_with_report(
     """
     check_scale_matching(match_scale)
     if match_scale is not None:
-        reference_matrix, reference_names = _scale_reference_values(
-            model_or_var_names, scale_reference
-        )
+        if adata.X is None:
+            msg = (
+                "`match_scale` matches the values of `adata.X`, but `adata.X` is None; put "
+                "the query's values in `X`."
+            )
+            raise ValueError(msg)
+        scale_values = _scale_reference_values(model_or_var_names, scale_reference)
     target = pd.Index(getattr(model_or_var_names, "var_names", model_or_var_names))
     identifiers = query_identifiers(adata, var_key)
     positions = match_genes(identifiers, target)
@@ -265,17 +270,37 @@ def align_with_report(
             aligned.X,
             np.flatnonzero(present),
             report.matched_genes,
-            (reference_matrix, reference_names),
+            scale_values,
             match_scale,
         )
     aligned.uns[OUTPUT_KEYS.ALIGNMENT_UNS] = report.as_uns()
     return aligned, report
 
 
+class _ScaleReference(NamedTuple):
+    """The reference values ``match_scale`` maps a query onto."""
+
+    #: values (dense, sparse or backed), samples x genes
+    matrix: Any
+    #: the genes' names
+    names: pd.Index
+    #: ``True`` where a value is missing (a model's ``missing_layer``), or ``None``
+    missing: Any | None = None
+
+
 def _scale_reference_values(
     model_or_var_names: Any, scale_reference: AnnData | None
-) -> tuple[Any, pd.Index]:
-    """Return the matrix and gene names that ``match_scale`` maps a query onto."""
+) -> _ScaleReference:
+    """Return the values, gene names and missing mask that ``match_scale`` maps a query onto."""
+    manager = getattr(model_or_var_names, "adata_manager", None)
+    if manager is not None and manager.registry["setup_args"].get("input_scale") == "counts":
+        msg = (
+            "`match_scale` maps a query onto log-scale reference values, but this model was "
+            "trained on counts, and matched values are not counts. To read queries from "
+            "another technology, train the model on log-normalised values "
+            "(`input_scale='log'`)."
+        )
+        raise ValueError(msg)
     if scale_reference is not None:
         if not isinstance(scale_reference, ad.AnnData):
             msg = (
@@ -283,8 +308,17 @@ def _scale_reference_values(
                 f"{type(scale_reference).__name__}."
             )
             raise TypeError(msg)
-        return scale_reference.X, scale_reference.var_names
-    manager = getattr(model_or_var_names, "adata_manager", None)
+        if scale_reference.X is None:
+            msg = "`scale_reference.X` is None; expected the reference's values in `X`."
+            raise ValueError(msg)
+        if not scale_reference.var_names.is_unique:
+            repeated = scale_reference.var_names[scale_reference.var_names.duplicated()]
+            msg = (
+                f"`scale_reference` repeats gene names (e.g. {list(repeated[:3])}); expected "
+                "unique `var_names` (`scale_reference.var_names_make_unique()`)."
+            )
+            raise ValueError(msg)
+        return _ScaleReference(scale_reference.X, scale_reference.var_names)
     if manager is None:
         msg = (
             "`match_scale` needs reference values: pass `scale_reference=` (an AnnData of the "
@@ -292,29 +326,19 @@ def _scale_reference_values(
             "it was set up with."
         )
         raise ValueError(msg)
-    if manager.registry["setup_args"].get("input_scale") == "counts":
-        msg = (
-            "`match_scale` maps values onto a log-scale reference, but this model was trained "
-            "on counts; pass `scale_reference=` with log-normalised values and train the "
-            "model on the same log-normalised values (`input_scale='log'`)."
-        )
-        raise ValueError(msg)
-    return registered_values(manager)[0], pd.Index(model_or_var_names.var_names)
+    values, missing = registered_values(manager)
+    return _ScaleReference(values, pd.Index(model_or_var_names.var_names), missing)
 
 
 def _matched_matrix(
     matrix: Any,
     shared: np.ndarray,
     shared_names: list[str],
-    reference: tuple[Any, pd.Index],
+    reference: _ScaleReference,
     method: ScaleMatching,
 ) -> np.ndarray:
-    """Return the aligned matrix, dense, with its ``shared`` columns matched to the reference.
-
-    ``reference`` is ``(matrix, gene names)`` as :func:`_scale_reference_values` returns it.
-    """
-    reference_matrix, reference_names = reference
-    columns = pd.Index(map(str, reference_names)).get_indexer(shared_names)
+    """Return the aligned matrix, dense, with its ``shared`` columns matched to the reference."""
+    columns = pd.Index(map(str, reference.names)).get_indexer(shared_names)
     if (columns < 0).any():
         lacking = [g for g, c in zip(shared_names, columns, strict=True) if c < 0]
         msg = (
@@ -324,12 +348,12 @@ def _matched_matrix(
         )
         raise ValueError(msg)
     values = matrix.toarray() if sp.issparse(matrix) else np.array(matrix)
-    rows = reference_rows(reference_matrix.shape[0])
+    rows = reference_rows(reference.matrix.shape[0])
+    reference_values = dense_columns(reference.matrix, columns, rows)
+    if reference.missing is not None:
+        reference_values[dense_columns(reference.missing, columns, rows) > 0] = np.nan
     matched = match_scale_values(
-        values[:, shared].astype(np.float64),
-        dense_columns(reference_matrix, columns, rows),
-        method,
-        shared_names,
+        values[:, shared].astype(np.float64), reference_values, method, shared_names
     )
     values[:, shared] = matched.astype(values.dtype)
     return values

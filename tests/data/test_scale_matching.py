@@ -98,12 +98,57 @@ def test_sparse_query_and_ties_share_one_reference_quantile():
         sp.csr_matrix(values.astype(np.float32)), var=pd.DataFrame(index=["g0", "g1"])
     )
     dense = align_genes(
-        query.to_memory() if query.isbacked else query,
-        reference.var_names,
-        match_scale="quantile",
-        scale_reference=reference,
+        query, reference.var_names, match_scale="quantile", scale_reference=reference
     )
     assert isinstance(dense.X, np.ndarray)
+    np.testing.assert_allclose(dense.X[:, :2], matched, rtol=1e-6)
+
+
+def test_backed_reference_and_query_match_as_in_memory(tmp_path):
+    reference = _reference()
+    query = _query(reference, lambda x: np.exp(x))
+    query.X = query.X.astype(np.float32)
+    expected = align_genes(
+        query, reference.var_names, match_scale="quantile", scale_reference=reference
+    ).X
+    reference.write_h5ad(tmp_path / "reference.h5ad")
+    query.write_h5ad(tmp_path / "query.h5ad")
+    backed = align_genes(
+        ad.read_h5ad(tmp_path / "query.h5ad", backed="r"),
+        reference.var_names,
+        match_scale="quantile",
+        scale_reference=ad.read_h5ad(tmp_path / "reference.h5ad", backed="r"),
+    )
+    np.testing.assert_allclose(backed.X, expected, rtol=1e-6, equal_nan=True)
+
+
+def test_masked_reference_entries_are_not_reference_values():
+    """A model's missing_layer: its placeholder values must not count as reference values."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(5.0, 1.0, size=(300, 10)).astype(np.float32)
+    hidden = rng.random(values.shape) < 0.5
+    stored = np.where(hidden, 0.0, values).astype(np.float32)  # placeholders, flagged missing
+    adata = ad.AnnData(stored, var=pd.DataFrame(index=[f"g{i}" for i in range(10)]))
+    adata.layers["missing"] = hidden
+    GexBERT.setup_anndata(adata, missing_layer="missing", input_scale="log")
+    model = GexBERT(adata, d_model=16, n_layers=1, n_heads=2, n_levels=8, n_context=8)
+    query = ad.AnnData(
+        rng.normal(0.0, 1.0, size=(200, 10)).astype(np.float32), var=adata.var.copy()
+    )
+    matched = align_genes(query, model, match_scale="standardise")
+    observed_mean = np.nanmean(np.where(hidden, np.nan, values), axis=0)
+    np.testing.assert_allclose(matched.X.mean(axis=0), observed_mean, atol=1e-3)
+
+
+def test_infinite_query_values_are_refused():
+    reference = _reference()
+    with np.errstate(divide="ignore"):
+        query = _query(reference, lambda x: np.log(x))  # log(0) = -inf
+    assert np.isinf(query.X).any()
+    with pytest.raises(ValueError, match="infinite values in .* shared genes"):
+        align_genes(
+            query, reference.var_names, match_scale="standardise", scale_reference=reference
+        )
 
 
 def test_model_data_is_the_default_reference(log_adata):
@@ -158,3 +203,15 @@ def test_reference_lacking_shared_genes_and_counts_model_are_refused(counts_adat
     empty.X[:, 0] = np.nan
     with pytest.raises(ValueError, match="no observed value in the scale reference"):
         align_genes(query, reference.var_names, match_scale="quantile", scale_reference=empty)
+    # a reference given beside a counts model does not make matched values counts
+    with pytest.raises(ValueError, match="trained on counts"):
+        align_genes(panel, model, match_scale="quantile", scale_reference=counts_adata)
+    repeated = reference.copy()
+    repeated.var_names = ["g0"] * 2 + list(reference.var_names[2:])
+    with pytest.raises(ValueError, match="repeats gene names"):
+        align_genes(query, reference.var_names, match_scale="quantile", scale_reference=repeated)
+    without_x = ad.AnnData(obs=query.obs.copy(), var=query.var.copy())
+    with pytest.raises(ValueError, match="`adata.X` is None"):
+        align_genes(
+            without_x, reference.var_names, match_scale="quantile", scale_reference=reference
+        )
