@@ -9,19 +9,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._columns import take_columns
 from gexbert_sc.data._gene_matching import match_genes, query_identifiers
-from gexbert_sc.data._matrix import registered_values
+from gexbert_sc.data._matrix import registered_values, to_dense
 from gexbert_sc.data._scale_matching import (
+    MAX_REFERENCE_SAMPLES,
     ScaleMatching,
     check_scale_matching,
     dense_columns,
     match_scale_values,
-    reference_rows,
 )
+from gexbert_sc.data._statistics import sample_rows
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -347,8 +347,8 @@ def _matched_matrix(
             "the model, under the model's names."
         )
         raise ValueError(msg)
-    values = matrix.toarray() if sp.issparse(matrix) else np.array(matrix)
-    rows = reference_rows(reference.matrix.shape[0])
+    values = to_dense(matrix)  # a new array: the aligned copy's own
+    rows = sample_rows(reference.matrix.shape[0], MAX_REFERENCE_SAMPLES, seed=0)
     reference_values = dense_columns(reference.matrix, columns, rows)
     if reference.missing is not None:
         reference_values[dense_columns(reference.missing, columns, rows) > 0] = np.nan

@@ -21,8 +21,9 @@ from __future__ import annotations
 from typing import Any, Literal, get_args
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.stats import rankdata
+
+from gexbert_sc.data._matrix import to_dense
 
 ScaleMatching = Literal["quantile", "standardise"]
 
@@ -40,14 +41,6 @@ def check_scale_matching(match_scale: Any) -> None:
         raise ValueError(msg)
 
 
-def reference_rows(n_obs: int, seed: int = 0) -> np.ndarray:
-    """Return the reference rows read: all of them, or a seeded sorted subsample."""
-    if n_obs <= MAX_REFERENCE_SAMPLES:
-        return np.arange(n_obs)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_obs, MAX_REFERENCE_SAMPLES, replace=False))
-
-
 def dense_columns(matrix: Any, columns: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Return ``matrix[rows][:, columns]`` as a dense float64 array (NaN kept).
 
@@ -61,10 +54,7 @@ def dense_columns(matrix: Any, columns: np.ndarray, rows: np.ndarray | None = No
         Row positions (default: all rows).
     """
     block = matrix if rows is None else matrix[rows]
-    block = block[:, columns]
-    if sp.issparse(block):
-        block = block.toarray()
-    return np.asarray(block, dtype=np.float64)
+    return to_dense(block[:, columns]).astype(np.float64)
 
 
 def match_scale_values(

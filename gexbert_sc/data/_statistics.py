@@ -62,7 +62,7 @@ class GenesNeverObservedError(ValueError):
     """Some genes have no observed value in the rows the statistics are fitted on."""
 
 
-def _sample_rows(
+def sample_rows(
     n_obs: int, max_cells: int, seed: int, exclude: np.ndarray | None = None
 ) -> np.ndarray:
     """Return the sorted rows the statistics are fitted on: all of them, or a seeded sample.
@@ -90,11 +90,11 @@ def _sample_rows(
 
 
 def _subsample(matrix: Any, max_cells: int, seed: int, exclude: np.ndarray | None) -> Any:
-    """Read the rows of :func:`_sample_rows`, ``_ROW_CHUNK`` at a time (never a whole file).
+    """Read the rows of :func:`sample_rows`, ``_ROW_CHUNK`` at a time (never a whole file).
 
     Sparse stays sparse, in CSC for column access.
     """
-    rows = _sample_rows(matrix.shape[0], max_cells, seed, exclude)
+    rows = sample_rows(matrix.shape[0], max_cells, seed, exclude)
     blocks = [matrix[rows[start : start + _ROW_CHUNK]] for start in range(0, len(rows), _ROW_CHUNK)]
     if sp.issparse(blocks[0]):
         return sp.vstack(blocks, format="csr").tocsc()

