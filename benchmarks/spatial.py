@@ -94,6 +94,7 @@ import gexbert_sc
 from gexbert_sc.data import align_genes
 from gexbert_sc.metrics import (
     accuracy_score,
+    gene_correlations,
     masked_rmse,
     median_gene_correlation,
     spatial_gene_scores,
@@ -311,7 +312,7 @@ def merfish(methods: list[str], fast: bool) -> list[dict]:
         filled, s = timed(soft_impute, stacked)
         fills["SoftImpute"] = (filled[-n_query:], s)
     for name, (filled, s) in fills.items():
-        r = _per_gene_r(filled, truth, hidden)
+        r = pd.Series(gene_correlations(filled, truth, hidden)).dropna()
         rows.append(
             {
                 "section": "merfish",
@@ -326,17 +327,6 @@ def merfish(methods: list[str], fast: bool) -> list[dict]:
             {"section": "merfish", "method": name, "gene": g, "r": value} for g, value in r.items()
         ]
     return rows
-
-
-def _per_gene_r(filled: np.ndarray, truth: np.ndarray, hidden: np.ndarray) -> pd.Series:
-    """Pearson r of each restored gene over the query cells (genes with non-constant values)."""
-    columns = np.flatnonzero(hidden.all(axis=0))
-    values = {}
-    for j in columns:
-        a, b = filled[:, j], truth[:, j]
-        if a.std() > 0 and b.std() > 0:
-            values[j] = float(np.corrcoef(a, b)[0, 1])
-    return pd.Series(values, dtype=float)
 
 
 # ---------------------------------------------------------------------- summary

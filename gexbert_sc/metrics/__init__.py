@@ -2,6 +2,7 @@
 
 from gexbert_sc.metrics._attention import attention_ablation, ranking_overlap
 from gexbert_sc.metrics._imputation import (
+    gene_correlations,
     mask_entries,
     mask_genes,
     masked_rmse,
@@ -22,6 +23,7 @@ __all__ = [
     "attention_ablation",
     "concordance_index",
     "cox_score_test",
+    "gene_correlations",
     "logrank_pvalue",
     "knn_label_accuracy",
     "knn_transfer_accuracy",

@@ -137,14 +137,58 @@ def masked_rmse(filled: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike
     return float(np.sqrt(np.mean((filled[mask] - truth[mask]) ** 2)))
 
 
+def gene_correlations(
+    filled: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, min_entries: int = 5
+) -> npt.NDArray[np.float64]:
+    """Pearson correlation between restored and true masked values, gene by gene.
+
+    A gene counts when it has at least ``min_entries`` masked entries and neither its
+    restored nor its true masked values are constant (a constant fill, such as the gene's
+    mean, has no correlation).
+
+    Parameters
+    ----------
+    filled
+        ``(n_samples, n_genes)`` restored values.
+    truth
+        The values before they were hidden, same shape.
+    mask
+        Boolean, same shape: the entries that were hidden.
+    min_entries
+        Fewest masked entries (at least 2) a gene needs to count.
+
+    Returns
+    -------
+    ``(n_genes,)`` Pearson r of each gene; NaN for the genes that do not count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gexbert_sc.metrics import gene_correlations
+    >>> truth = np.arange(12.0).reshape(6, 2)
+    >>> gene_correlations(-truth, truth, np.ones_like(truth, dtype=bool), min_entries=3)
+    array([-1., -1.])
+    """
+    filled, truth, mask = _check_scored(filled, truth, mask)
+    if isinstance(min_entries, bool) or not isinstance(min_entries, Integral) or min_entries < 2:
+        msg = f"`min_entries` must be an integer of at least 2: got {min_entries!r}."
+        raise ValueError(msg)
+    correlations = np.full(mask.shape[1], np.nan)
+    for gene in np.flatnonzero(mask.sum(axis=0) >= min_entries):
+        rows = mask[:, gene]
+        a, b = filled[rows, gene], truth[rows, gene]
+        if a.std() > 0 and b.std() > 0:
+            correlations[gene] = np.corrcoef(a, b)[0, 1]
+    return correlations
+
+
 def median_gene_correlation(
     filled: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, min_entries: int = 5
 ) -> float:
     """Median over genes of the Pearson correlation between restored and true masked values.
 
-    A gene counts when it has at least ``min_entries`` masked entries and neither its
-    restored nor its true masked values are constant (a constant fill, such as the gene's
-    mean, has no correlation).
+    The genes that count are those of :func:`gene_correlations`: at least ``min_entries``
+    masked entries, neither restored nor true masked values constant.
 
     Parameters
     ----------
@@ -172,17 +216,9 @@ def median_gene_correlation(
     >>> median_gene_correlation(filled, truth, mask, min_entries=3)
     0.0
     """
-    filled, truth, mask = _check_scored(filled, truth, mask)
-    if isinstance(min_entries, bool) or not isinstance(min_entries, Integral) or min_entries < 2:
-        msg = f"`min_entries` must be an integer of at least 2: got {min_entries!r}."
-        raise ValueError(msg)
-    correlations = []
-    for gene in np.flatnonzero(mask.sum(axis=0) >= min_entries):
-        rows = mask[:, gene]
-        a, b = filled[rows, gene], truth[rows, gene]
-        if a.std() > 0 and b.std() > 0:
-            correlations.append(np.corrcoef(a, b)[0, 1])
-    return float(np.median(correlations)) if correlations else float("nan")
+    correlations = gene_correlations(filled, truth, mask, min_entries=min_entries)
+    counted = correlations[~np.isnan(correlations)]
+    return float(np.median(counted)) if counted.size else float("nan")
 
 
 def _check_values(values: npt.ArrayLike) -> np.ndarray:

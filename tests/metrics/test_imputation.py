@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gexbert_sc.metrics import mask_entries, mask_genes, masked_rmse, median_gene_correlation
+from gexbert_sc.metrics import (
+    gene_correlations,
+    mask_entries,
+    mask_genes,
+    masked_rmse,
+    median_gene_correlation,
+)
 
 
 @pytest.fixture
@@ -180,3 +186,18 @@ def test_min_entries_is_checked():
     truth = np.zeros((3, 2))
     with pytest.raises(ValueError, match="`min_entries` must be an integer of at least 2: got 1"):
         median_gene_correlation(truth, truth, np.ones_like(truth, dtype=bool), min_entries=1)
+
+
+def test_gene_correlations_per_gene_and_nan_where_a_gene_does_not_count():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(20, 4))
+    filled = truth.copy()
+    filled[:, 1] *= -1
+    filled[:, 2] = 7.0  # a constant fill has no correlation
+    mask = np.ones_like(truth, dtype=bool)
+    mask[:, 3] = False
+    mask[:4, 3] = True  # too few masked entries
+    r = gene_correlations(filled, truth, mask)
+    np.testing.assert_allclose(r[:2], [1.0, -1.0])
+    assert np.isnan(r[2:]).all()
+    assert median_gene_correlation(filled, truth, mask) == pytest.approx(0.0)
