@@ -14,6 +14,7 @@ from gexbert_sc.data._input_scale import InputScale
 from gexbert_sc.data._validation import check_expression_setup, check_obs_key, expression_data
 from gexbert_sc.model.base import (
     AttentionMixin,
+    CalibrationMixin,
     EncodingMixin,
     GexBERTBase,
     QueryMixin,
@@ -30,7 +31,13 @@ logger = logging.getLogger(__name__)
 
 
 class GexBERT(
-    QueryMixin, RestorationMixin, AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase
+    QueryMixin,
+    CalibrationMixin,
+    RestorationMixin,
+    AttentionMixin,
+    EncodingMixin,
+    TrainingMixin,
+    GexBERTBase,
 ):
     """GexBERT masked-expression transformer autoencoder :cite:p:`Jiang2025`.
 

@@ -2,6 +2,7 @@
 
 from gexbert_sc.model.base._attention import AttentionMethod, AttentionMixin
 from gexbert_sc.model.base._base import GexBERTBase
+from gexbert_sc.model.base._calibrating import CalibrationMixin
 from gexbert_sc.model.base._encoding import EncodingMixin
 from gexbert_sc.model.base._hparams import check_architecture
 from gexbert_sc.model.base._model_check import check_model
@@ -12,6 +13,7 @@ from gexbert_sc.model.base._training import TrainingMixin, default_max_epochs
 __all__ = [
     "AttentionMethod",
     "AttentionMixin",
+    "CalibrationMixin",
     "EncodingMixin",
     "GexBERTBase",
     "Imputation",

@@ -14,6 +14,7 @@ import torch
 
 from gexbert_sc._constants import MODULE_KEYS, QUERY_CHUNK_SIZE, REGISTRY_KEYS
 from gexbert_sc.data._normalization import log_normalise, to_input_scale
+from gexbert_sc.model.base._conformal import EntryFeatures, check_coverage
 from gexbert_sc.model.base._neighbours import (
     FIT_RATES,
     MAX_FIT_GENES,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 
 class Imputation(NamedTuple):
-    """Result of :meth:`~gexbert_sc.GexBERT.impute_expression`: values, mask and spread."""
+    """Result of :meth:`~gexbert_sc.GexBERT.impute_expression`: values, mask, spread, bounds."""
 
     #: ``(n_samples, n_genes)`` float32 values on the input scale.
     values: npt.NDArray[np.float32]
@@ -47,6 +48,28 @@ class Imputation(NamedTuple):
     #: ``(n_samples, n_genes)`` float32 spread of restorations over random contexts, on the
     #: model's log scale (``None`` unless ``n_samples`` was given).
     spread: npt.NDArray[np.float32] | None
+    #: Lower and upper bounds of the calibrated intervals, on the input scale like
+    #: ``values`` (``None`` unless ``coverage`` was given): ``(n_samples, n_genes)`` for one
+    #: coverage, ``(n_coverages, n_samples, n_genes)`` for a sequence; equal to the value on
+    #: observed entries kept unchanged.
+    lower: npt.NDArray[np.float32] | None = None
+    upper: npt.NDArray[np.float32] | None = None
+
+
+class HiddenEntries(NamedTuple):
+    """Entries of a minibatch hidden on purpose and restored (calibration and blend fits)."""
+
+    #: ``(B, K)`` columns restored per sample, and which of them were hidden.
+    columns: torch.Tensor
+    scored: torch.Tensor
+    #: ``(B, K)`` decoder restorations, neighbour means (``valid`` where some neighbour
+    #: observed the gene) and true values, on the model's log scale.
+    decoded: torch.Tensor
+    mean: torch.Tensor
+    valid: torch.Tensor
+    truth: torch.Tensor
+    #: ``(B,)`` share of the model's genes each sample has after hiding.
+    share: torch.Tensor
 
 
 logger = logging.getLogger(__name__)
@@ -78,6 +101,7 @@ class RestorationMixin:
         seed: int = 0,
         precision: Precision = "32-true",
         reference_blend: bool = True,
+        coverage: float | Sequence[float] | None = None,
     ) -> Imputation:
         """Restore expression values, with the mask of imputed entries and optionally a spread.
 
@@ -120,13 +144,29 @@ class RestorationMixin:
             baseline"). ``False``: the decoder alone. No effect on a model saved by an
             earlier version (no fitted weights); a model loaded without its AnnData warns and
             restores with the decoder alone.
+        coverage
+            Nominal coverage in (0, 1), or a sequence of them: also return split-conformal
+            intervals ``lower``, ``upper`` that hold the true value of a missing entry with
+            this probability, calibrated by gene and by the sample's share of observed genes
+            (``calibration_``, fitted at the end of :meth:`train` or by :meth:`calibrate`;
+            see :doc:`/uncertainty`). Needs ``reference_blend`` as calibrated.
 
         Returns
         -------
-        An :class:`Imputation` ``(values, imputed, spread)``; ``spread`` is 0 on observed
-        entries kept unchanged and is the decoder's spread (without the blend).
+        An :class:`Imputation` ``(values, imputed, spread, lower, upper)``; ``spread`` is 0
+        on observed entries kept unchanged and is the decoder's spread (without the blend).
+        With ``keep_observed=False`` the observed entries get intervals by the same rule,
+        which was calibrated on missing entries only.
+
+        Raises
+        ------
+        ValueError
+            If ``coverage`` is outside (0, 1), or the model has no calibration (see
+            :meth:`calibrate`) or one fitted with another ``reference_blend``.
         """
         check_positive_integers(query_chunk_size=query_chunk_size)
+        coverages = check_coverage(coverage)
+        calibration = self._calibration_for(reference_blend) if coverages else None
         if n_samples is not None and (not is_integer(n_samples) or n_samples < 2):
             msg = f"`n_samples` must be an integer of at least 2, or None, got {n_samples!r}."
             raise ValueError(msg)
@@ -136,26 +176,48 @@ class RestorationMixin:
         )
         values = np.empty((self._n_rows(adata, indices), len(gene_idx)), dtype=np.float32)
         spread = np.empty_like(values) if n_samples else None
+        bounds = np.empty((2, len(coverages), *values.shape), dtype=np.float32)
         ceiling = self.module.restoration_ceiling(gene_idx)
         generator = torch.Generator(self.device).manual_seed(seed)
         reference = self._neighbour_reference() if reference_blend else None
+        if calibration is not None and calibration.reference_blend and reference is None:
+            msg = (
+                "The intervals were calibrated with the reference-neighbour blend, which this "
+                "model cannot apply (no AnnData or no fitted weights): load it with its "
+                "AnnData, or refit with `model.calibrate(..., reference_blend=False)`."
+            )
+            raise ValueError(msg)
         missing, read = [], []
         for rows, tensors, out in self._encoded_batches(adata, indices, batch_size, precision):
             observed = out[MODULE_KEYS.OBSERVED_KEY][:, gene_idx]
+            size_factor = out[MODULE_KEYS.SIZE_FACTOR_KEY]
             # observed values kept unchanged need no restoration: decode the missing ones only
             columns = _columns_first(~observed) if keep_observed else None
             restored = self._restore(out, gene_idx, query_chunk_size, columns)
-            blended = restored
+            blended, disagreement = restored, torch.zeros_like(restored)
             if reference is not None:
-                blended = self._blend_neighbours(tensors, restored, gene_idx, reference)
-            block = to_input_scale(
-                blended, out[MODULE_KEYS.SIZE_FACTOR_KEY], bool(self.module.input_is_counts)
-            )
-            block = torch.minimum(block, ceiling)
+                blended, disagreement = self._blend_neighbours(
+                    tensors, restored, gene_idx, reference
+                )
+            block = torch.minimum(self._to_input_scale(blended, size_factor), ceiling)
+            x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
             if keep_observed:
-                x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
                 block = torch.where(observed, x, block)
             values[rows] = block.cpu().numpy()
+            if calibration is not None:
+                share = out[MODULE_KEYS.OBSERVED_KEY].float().mean(dim=1)
+                wanted = ~observed if keep_observed else torch.ones_like(observed)
+                features = _entry_features(wanted, gene_idx, share, blended, disagreement)
+                for i, level in enumerate(coverages):
+                    low, high = calibration.intervals(features, level)
+                    for side, bound in enumerate((low, high)):
+                        log_bound = blended.double().clone()
+                        log_bound[wanted] = torch.as_tensor(bound, device=blended.device)
+                        scaled = self._to_input_scale(log_bound, size_factor)
+                        # an observed value kept unchanged is its own interval
+                        scaled = torch.where(wanted, scaled, block)
+                        limit = torch.minimum if side == 0 else torch.maximum
+                        bounds[side, i, rows] = limit(scaled, block).cpu().numpy()
             missing.append(sp.csr_matrix(~observed.cpu().numpy()))
             read.append(rows)
             if spread is not None:
@@ -167,7 +229,15 @@ class RestorationMixin:
                 spread[rows] = std.cpu().numpy()
         # the blocks come in reading order (by context length): back to the samples' order
         imputed = sp.vstack(missing, format="csr")[np.argsort(np.concatenate(read))]
-        return Imputation(values, imputed, spread)
+        if not coverages:
+            return Imputation(values, imputed, spread)
+        if isinstance(coverage, float | int | np.floating):
+            bounds = bounds[:, 0]
+        return Imputation(values, imputed, spread, bounds[0], bounds[1])
+
+    def _to_input_scale(self, log_values: torch.Tensor, size_factor: torch.Tensor) -> torch.Tensor:
+        """Log-scale values of a minibatch on the input scale (float32)."""
+        return to_input_scale(log_values.float(), size_factor, bool(self.module.input_is_counts))
 
     @torch.inference_mode()
     def get_imputed_expression(
@@ -225,11 +295,12 @@ class RestorationMixin:
         restored: torch.Tensor,
         gene_idx: torch.Tensor,
         reference: Reference,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Blend the missing entries of ``restored`` (log scale) with the neighbours' mean.
 
         In fp32 whatever the caller's autocast (the weights were fitted in fp32); a sample
         without observed genes has no neighbours and keeps the decoder's restoration.
+        Returns the blend and ``|restored - neighbour mean|`` where blended (0 elsewhere).
         """
         inputs = self._inference_input(tensors, None)
         with torch.autocast(self.device.type, enabled=False):
@@ -239,9 +310,28 @@ class RestorationMixin:
             neighbours = nearest_references(values.float(), observed, reference, N_NEIGHBOURS)
             mean, valid = neighbour_mean(reference, neighbours, gene_idx)
         fraction = observed.float().mean(dim=1)
-        weight = blend_weight(fraction, self.neighbour_blend_)[:, None]
-        blend = valid & ~observed[:, gene_idx] & (fraction > 0)[:, None]
-        return torch.where(blend, (1 - weight) * restored.float() + weight * mean, restored)
+        return self._blend(restored, mean, valid & ~observed[:, gene_idx], fraction)
+
+    def _blend(
+        self, restored: torch.Tensor, mean: torch.Tensor, valid: torch.Tensor, share: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blend restorations with neighbour means where ``valid`` (samples with genes).
+
+        Parameters
+        ----------
+        restored, mean, valid
+            ``(B, K)`` decoder restorations, neighbour means, and where to blend.
+        share
+            ``(B,)`` share of observed genes of each sample (picks the fitted weight).
+
+        Returns
+        -------
+        ``(blended, disagreement)``: the blend, and ``|restored - mean|`` where blended.
+        """
+        weight = blend_weight(share, self.neighbour_blend_)[:, None]
+        blend = valid & (share > 0)[:, None]
+        blended = torch.where(blend, (1 - weight) * restored.float() + weight * mean, restored)
+        return blended, torch.where(blend, (restored.float() - mean).abs(), 0.0)
 
     def _neighbour_reference(self) -> Reference | None:
         """Return the blend's reference samples (cached), or ``None`` where it does not apply."""
@@ -353,17 +443,52 @@ class RestorationMixin:
         of observed genes after hiding.
         """
         inputs = self._inference_input(tensors, None)
-        x, missing = inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
-        _, observed, _ = self.module.prepare_values(x, missing)
+        observed = self._observed(inputs)
         draw = torch.rand(observed.shape, generator=generator, device=self.device)
-        hidden = observed & (draw < rate)
+        entries = self._restore_hidden(inputs, observed & (draw < rate), draw, reference)
+        use = entries.scored & entries.valid
+        sums = blend_sums(entries.decoded[use], entries.mean[use], entries.truth[use])
+        return sums, entries.share.cpu().numpy()
+
+    def _observed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, G)`` observed entries of a minibatch's inference inputs."""
+        return self.module.prepare_values(
+            inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
+        )[1]
+
+    def _restore_hidden(
+        self,
+        inputs: dict[str, torch.Tensor],
+        hidden: torch.Tensor,
+        priority: torch.Tensor,
+        reference: Reference,
+        n_scored: int = MAX_FIT_GENES,
+    ) -> HiddenEntries:
+        """Restore ``hidden`` entries of a minibatch as a query missing them is restored.
+
+        Parameters
+        ----------
+        inputs
+            The minibatch's inference inputs.
+        hidden
+            ``(B, G)`` observed entries to hide.
+        priority
+            ``(B, G)`` random numbers: the ``n_scored`` hidden entries of smallest priority
+            per sample are restored (by the decoder and by the neighbours' mean).
+        reference
+            The neighbours' reference samples (never the minibatch's own).
+        n_scored
+            Hidden entries restored per sample, at most.
+
+        Returns
+        -------
+        The restored entries.
+        """
+        x, missing = inputs[MODULE_KEYS.X_KEY], inputs[MODULE_KEYS.MISSING_KEY]
         masked = torch.where(hidden, torch.nan, x)
         out = self.module.inference(masked, missing, inputs[MODULE_KEYS.BATCH_KEY], encoding={})
-        # a random subset of each sample's hidden entries is scored
-        priority = torch.where(hidden, draw, 2.0)
-        n_scored = min(MAX_FIT_GENES, self.module.n_vars)
-        columns = priority.topk(n_scored, dim=1, largest=False).indices
-        scored = hidden.gather(1, columns)
+        ranked = torch.where(hidden, priority, 2.0)
+        columns = ranked.topk(min(n_scored, self.module.n_vars), dim=1, largest=False).indices
         all_genes = torch.arange(self.module.n_vars, device=self.device)
         decoded = self._restore(out, all_genes, QUERY_CHUNK_SIZE, columns).gather(1, columns)
         values, seen, factors = self.module.prepare_values(masked, missing)
@@ -371,9 +496,15 @@ class RestorationMixin:
         mean, valid = neighbour_mean(reference, neighbours, all_genes)
         # the hidden values on the scale the masked sample is read on
         truth = log_normalise(x, factors) if self.module.input_is_counts else x
-        use = scored & valid.gather(1, columns)
-        sums = blend_sums(decoded[use], mean.gather(1, columns)[use], truth.gather(1, columns)[use])
-        return sums, seen.float().mean(dim=1).cpu().numpy()
+        return HiddenEntries(
+            columns,
+            hidden.gather(1, columns),
+            decoded,
+            mean.gather(1, columns),
+            valid.gather(1, columns),
+            truth.gather(1, columns).float(),
+            seen.float().mean(dim=1),
+        )
 
     def _restore(
         self,
@@ -436,6 +567,27 @@ class RestorationMixin:
             total_sq += diff.square()
         variance = (total_sq - total.square() / n_samples) / (n_samples - 1)
         return variance.clamp_min(0.0).sqrt().float()
+
+
+def _entry_features(
+    wanted: torch.Tensor,
+    gene_idx: torch.Tensor,
+    share: torch.Tensor,
+    blended: torch.Tensor,
+    disagreement: torch.Tensor,
+) -> EntryFeatures:
+    """Features of a minibatch's ``wanted`` entries (row-major, as ``tensor[wanted]``)."""
+    rows, columns = wanted.nonzero(as_tuple=True)
+
+    def flat(values: torch.Tensor) -> np.ndarray:
+        return values.double().cpu().numpy()
+
+    return EntryFeatures(
+        gene_idx[columns].cpu().numpy().astype(np.int64),
+        flat(share[rows]),
+        flat(blended[wanted]),
+        flat(disagreement[wanted]),
+    )
 
 
 def _columns_first(wanted: torch.Tensor) -> torch.Tensor:
