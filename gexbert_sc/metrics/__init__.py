@@ -8,6 +8,12 @@ from gexbert_sc.metrics._imputation import (
     masked_rmse,
     median_gene_correlation,
 )
+from gexbert_sc.metrics._intervals import (
+    calibration_curve,
+    interval_coverage,
+    interval_width,
+    worst_gene_coverage,
+)
 from gexbert_sc.metrics._knn import knn_label_accuracy, knn_transfer_accuracy
 from gexbert_sc.metrics._spatial import accuracy_score, spatial_gene_scores
 from gexbert_sc.metrics._survival import (
@@ -21,9 +27,12 @@ __all__ = [
     "ScoreTest",
     "accuracy_score",
     "attention_ablation",
+    "calibration_curve",
     "concordance_index",
     "cox_score_test",
     "gene_correlations",
+    "interval_coverage",
+    "interval_width",
     "logrank_pvalue",
     "knn_label_accuracy",
     "knn_transfer_accuracy",
@@ -33,4 +42,5 @@ __all__ = [
     "median_gene_correlation",
     "ranking_overlap",
     "spatial_gene_scores",
+    "worst_gene_coverage",
 ]
