@@ -40,6 +40,8 @@ class _OutputKeys(NamedTuple):
     IMPUTED: str = "gexbert_imputed"
     IMPUTED_MASK_SUFFIX: str = "_mask"
     IMPUTED_STD_SUFFIX: str = "_std"
+    IMPUTED_LOWER_SUFFIX: str = "_lower"
+    IMPUTED_UPPER_SUFFIX: str = "_upper"
     PREDICTION: str = "gexbert_prediction"
     CONFIDENCE_SUFFIX: str = "_confidence"
     PROBA_SUFFIX: str = "_proba"

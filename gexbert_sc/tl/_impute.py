@@ -38,6 +38,7 @@ def impute(
     seed: int = 0,
     precision: Precision = "32-true",
     reference_blend: bool = True,
+    coverage: float | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Fill missing entries (or restore all entries) with a trained model.
@@ -88,6 +89,13 @@ def impute(
         Blend the restorations with the mean of each sample's nearest training samples
         (default), or restore with the decoder alone (``False``); as in
         :meth:`~gexbert_sc.GexBERT.impute_expression`.
+    coverage
+        Nominal coverage in (0, 1): also write calibrated intervals that hold a missing
+        entry's true value with this probability (by gene and by the sample's share of
+        observed genes; see :doc:`/uncertainty`) to ``f"{key_added}_lower"`` and
+        ``f"{key_added}_upper"``. The model needs a calibration (fitted by
+        :meth:`~gexbert_sc.GexBERT.train` on its validation samples, or by
+        :meth:`~gexbert_sc.GexBERT.calibrate`).
     copy
         Return a modified copy instead of writing in place.
 
@@ -110,6 +118,10 @@ def impute(
         Only with ``n_samples`` (CSR when the values layer is): the spread of the restorations
         on the model's log scale (log1p of size-factor normalised values for counts, the
         input values for log input); 0 where an observed value was kept.
+    `adata.layers[key_added + '_lower']`, `adata.layers[key_added + '_upper']`
+        Only with ``coverage`` (same type and scale as the values layer): the interval's
+        bounds; equal to the value where an observed value was kept (and outside
+        ``genes``).
     `adata.uns['gexbert']['outputs'][key_added]` : :class:`dict`
         Parameters of this call and the number of imputed entries.
 
@@ -126,8 +138,11 @@ def impute(
     False
     """
     check_model(model)
+    if coverage is not None and np.ndim(coverage) != 0:
+        msg = f"`coverage` must be one number in (0, 1) (one interval per layer), got {coverage!r}."
+        raise ValueError(msg)
     adata = prepare_target(adata, copy)
-    values, imputed, spread = model.impute_expression(
+    values, imputed, spread, lower, upper = model.impute_expression(
         adata,
         genes=genes,
         keep_observed=keep_observed,
@@ -138,6 +153,15 @@ def impute(
         seed=seed,
         precision=precision,
         reference_blend=reference_blend,
+        coverage=coverage,
+    )
+    bounds = (
+        {}
+        if lower is None
+        else {
+            key_added + OUTPUT_KEYS.IMPUTED_LOWER_SUFFIX: lower,
+            key_added + OUTPUT_KEYS.IMPUTED_UPPER_SUFFIX: upper,
+        }
     )
     expression = model.expression_of(adata)
     if genes is not None:
@@ -147,6 +171,7 @@ def impute(
         sparse = is_sparse_like(registered_matrix(expression, setup.get("layer")))
         into_input = _into_sparse_input if sparse else _into_dense_input
         values = into_input(expression, setup, values, columns)
+        bounds = {key: into_input(expression, setup, b, columns) for key, b in bounds.items()}
         imputed = _widen_mask(imputed, columns, n_vars)
         if spread is not None:
             spread = (
@@ -157,6 +182,7 @@ def impute(
     outputs = {key_added: values, key_added + OUTPUT_KEYS.IMPUTED_MASK_SUFFIX: imputed}
     if spread is not None:
         outputs[key_added + OUTPUT_KEYS.IMPUTED_STD_SUFFIX] = spread
+    outputs.update(bounds)
     for key, layer in outputs.items():
         warn_if_overwriting(expression.layers, key, "layers")
         expression.layers[key] = layer
@@ -170,6 +196,8 @@ def impute(
         "seed": seed,
         "precision": precision,
         "reference_blend": reference_blend,
+        "coverage": coverage,
+        "layers": list(outputs),
         "n_imputed": int(imputed.nnz),
     }
     record(adata, model, key_added, params)
