@@ -63,6 +63,8 @@ def test_readme_output_keys_are_the_writers_defaults():
         keys.IMPUTED,
         keys.IMPUTED + keys.IMPUTED_MASK_SUFFIX,
         keys.IMPUTED + keys.IMPUTED_STD_SUFFIX,
+        keys.IMPUTED + keys.IMPUTED_LOWER_SUFFIX,
+        keys.IMPUTED + keys.IMPUTED_UPPER_SUFFIX,
         keys.PREDICTION,
         keys.PREDICTION + keys.CONFIDENCE_SUFFIX,
         keys.PREDICTION + keys.PROBA_SUFFIX,
