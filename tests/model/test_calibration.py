@@ -105,15 +105,18 @@ def test_intervals_hold_their_coverage_on_known_noise_per_gene_and_level():
 
 def test_split_conformal_rank_is_exact_and_bins_fall_back_when_small():
     rng = np.random.default_rng(1)
-    n = MIN_BIN_ENTRIES + 1
+    n = MIN_BIN_ENTRIES + 11
     scores = rng.normal(size=n)
-    counts, quantiles = bin_quantiles(scores, np.zeros(n, dtype=np.int64), 1)
-    assert counts[0] == n
-    np.testing.assert_allclose(quantiles[0, [0, -1]], [scores.min(), scores.max()], rtol=1e-6)
-    np.testing.assert_allclose(quantiles[0, 100], np.median(scores), rtol=1e-5, atol=1e-6)
-    # a bin below MIN_BIN_ENTRIES stores nothing
-    counts, quantiles = bin_quantiles(scores[:10], np.zeros(10, dtype=np.int64), 1)
-    assert counts[0] == 10 and np.isnan(quantiles).all()
+    index = np.zeros(n, dtype=np.int64)
+    index[:10] = 1  # bin 1: 10 scores, below MIN_BIN_ENTRIES
+    counts, slots, quantiles = bin_quantiles(scores, index, 3)
+    np.testing.assert_array_equal(counts, [n - 10, 10, 0])
+    # only the full bin stores quantiles
+    np.testing.assert_array_equal(slots, [0, -1, -1])
+    assert quantiles.shape == (1, 201)
+    full = scores[10:]
+    np.testing.assert_allclose(quantiles[0, [0, -1]], [full.min(), full.max()], rtol=1e-6)
+    np.testing.assert_allclose(quantiles[0, 100], np.median(full), rtol=1e-5, atol=1e-6)
 
 
 def test_upper_bound_is_the_conformal_order_statistic():

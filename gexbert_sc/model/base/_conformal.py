@@ -67,9 +67,11 @@ class Calibration:
     #: median calibrated share.
     level_edges: npt.NDArray[np.float64]
     level_shares: npt.NDArray[np.float64]
-    #: Per family (:data:`FAMILIES`): ``(n_bins,)`` counts and ``(n_bins, N_QUANTILES)``
-    #: quantiles of the normalised scores (NaN for bins below :data:`MIN_BIN_ENTRIES`).
+    #: Per family (:data:`FAMILIES`): ``(n_bins,)`` counts, and ``(n_full, N_QUANTILES)``
+    #: quantiles of the normalised scores of the bins with at least
+    #: :data:`MIN_BIN_ENTRIES` (bin ``b``'s are row ``slots[family][b]``; -1 for the others).
     counts: dict[str, npt.NDArray[np.int64]]
+    slots: dict[str, npt.NDArray[np.int32]]
     quantiles: dict[str, npt.NDArray[np.float32]]
     #: Lower bound of every value (0 for non-negative data, else ``-inf``).
     floor: float
@@ -148,7 +150,7 @@ class Calibration:
             n = self.counts[family][index]
             use = todo & (n >= needed)
             if use.any():
-                grid = self.quantiles[family][index[use]].astype(np.float64)
+                grid = self.quantiles[family][self.slots[family][index[use]]].astype(np.float64)
                 q_lo[use] = _order_statistic(grid, n[use], np.floor((n[use] + 1) * alpha / 2))
                 q_hi[use] = _order_statistic(grid, n[use], np.ceil((n[use] + 1) * (1 - alpha / 2)))
             todo &= ~use
@@ -294,14 +296,17 @@ def level_edges(
 
 def bin_quantiles(
     scores: npt.NDArray[np.float64], index: npt.NDArray[np.int64], n_bins: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Return counts and :data:`N_QUANTILES` quantiles of ``scores`` per bin ``index``.
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """Return counts, slots and :data:`N_QUANTILES` quantiles of ``scores`` per bin ``index``.
 
-    Bins below :data:`MIN_BIN_ENTRIES` scores get NaN quantiles (they are never used).
+    Only bins with at least :data:`MIN_BIN_ENTRIES` scores get quantiles (the others are
+    never used): bin ``b``'s are row ``slots[b]`` (-1 for the others).
     """
     counts = np.bincount(index, minlength=n_bins)
-    quantiles = np.full((n_bins, N_QUANTILES), np.nan, dtype=np.float32)
     full = np.flatnonzero(counts >= MIN_BIN_ENTRIES)
+    slots = np.full(n_bins, -1, dtype=np.int32)
+    slots[full] = np.arange(len(full))
+    quantiles = np.empty((len(full), N_QUANTILES), dtype=np.float32)
     if len(full):
         order = np.lexsort((scores, index))
         ordered = scores[order]
@@ -312,8 +317,8 @@ def bin_quantiles(
         above = np.minimum(below + 1, n - 1)
         share = position - below
         base = starts[full][:, None]
-        quantiles[full] = (1 - share) * ordered[base + below] + share * ordered[base + above]
-    return counts, quantiles
+        quantiles[:] = (1 - share) * ordered[base + below] + share * ordered[base + above]
+    return counts, slots, quantiles
 
 
 def fit_calibration(
@@ -357,13 +362,15 @@ def fit_calibration(
         features, level, len(level_shares), residual, gene_mean, gene_scale
     )
     partial = Calibration(
-        gene_mean, gene_scale, coef, intercept, edges, level_shares, {}, {},
+        gene_mean, gene_scale, coef, intercept, edges, level_shares, {}, {}, {},
         floor, reference_blend, schemes, n_samples,
     )  # fmt: skip
     scores = residual / difficulty(partial, features, level)
     n_genes, n_levels = len(gene_mean), len(level_shares)
     sizes = {"gene_level": n_genes * n_levels, "gene": n_genes, "level": n_levels, "all": 1}
-    counts, quantiles = {}, {}
+    counts, slots, quantiles = {}, {}, {}
     for family, index in partial.bin_indices(features.gene, level).items():
-        counts[family], quantiles[family] = bin_quantiles(scores, index, sizes[family])
-    return replace(partial, counts=counts, quantiles=quantiles)
+        counts[family], slots[family], quantiles[family] = bin_quantiles(
+            scores, index, sizes[family]
+        )
+    return replace(partial, counts=counts, slots=slots, quantiles=quantiles)
