@@ -133,6 +133,21 @@ def test_upper_bound_is_the_conformal_order_statistic():
     np.testing.assert_allclose(high[0], scores[rank - 1], rtol=1e-5)
 
 
+def test_difficulty_never_extrapolates_beyond_the_calibrated_range():
+    """A value far outside its gene's calibrated range keeps a bounded interval."""
+    rng = np.random.default_rng(3)
+    features = synthetic_features(5_000, rng)
+    calibration = fit_synthetic(
+        features, features.value + rng.normal(size=5_000), [np.array([0.5])]
+    )
+    extreme = EntryFeatures(
+        np.array([0, 1]), np.array([0.5, 0.5]), np.array([1e6, -1e6]), np.array([1e6, 0.0])
+    )
+    assert np.isfinite(difficulty(calibration, extreme, np.zeros(2, dtype=np.int64))).all()
+    lower, upper = calibration.intervals(extreme, 0.9)
+    assert np.all(upper - lower < 50)
+
+
 def test_levels_group_schemes_of_similar_observed_share():
     edges, shares = level_edges([np.array([0.1]), np.array([0.11]), np.array([0.5, 0.5])])
     assert len(shares) == 2 and len(edges) == 1

@@ -63,6 +63,11 @@ class Calibration:
     #: Shared coefficients of the difficulty design and ``(G,)`` per-gene intercepts.
     coef: npt.NDArray[np.float64]
     intercept: npt.NDArray[np.float64]
+    #: Range of each design column over the calibration entries: a query's design is
+    #: clipped to it, so that the difficulty never extrapolates (e.g. ``exp`` of the square
+    #: of a value far outside its gene's calibrated range).
+    design_low: npt.NDArray[np.float64]
+    design_high: npt.NDArray[np.float64]
     #: Observed shares separating the missingness levels (increasing) and each level's
     #: median calibrated share.
     level_edges: npt.NDArray[np.float64]
@@ -268,6 +273,7 @@ def difficulty(
     design = difficulty_design(
         features, level, calibration.n_levels, calibration.gene_mean, calibration.gene_scale
     )
+    design = np.clip(design, calibration.design_low, calibration.design_high)
     return np.exp(calibration.intercept[features.gene] + design @ calibration.coef)
 
 
@@ -361,8 +367,10 @@ def fit_calibration(
     coef, intercept = fit_difficulty(
         features, level, len(level_shares), residual, gene_mean, gene_scale
     )
+    design = difficulty_design(features, level, len(level_shares), gene_mean, gene_scale)
+    low, high = design.min(axis=0), design.max(axis=0)
     partial = Calibration(
-        gene_mean, gene_scale, coef, intercept, edges, level_shares, {}, {}, {},
+        gene_mean, gene_scale, coef, intercept, low, high, edges, level_shares, {}, {}, {},
         floor, reference_blend, schemes, n_samples,
     )  # fmt: skip
     scores = residual / difficulty(partial, features, level)
