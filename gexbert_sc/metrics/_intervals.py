@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from gexbert_sc.data._validation import measured_matrix
-from gexbert_sc.metrics._imputation import _dense, _rng, mask_entries
+from gexbert_sc.metrics._imputation import _check_fraction, _dense, _rng, mask_entries
 from gexbert_sc.model.base._conformal import check_coverage
+from gexbert_sc.utils import check_positive_integers
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -126,9 +127,7 @@ def worst_gene_coverage(
     >>> worst_gene_coverage(truth, truth, upper, np.ones((30, 10), bool))
     0.0
     """
-    if not 0 < share <= 1:
-        msg = f"`share` must lie in (0, 1], got {share!r}."
-        raise ValueError(msg)
+    _check_fraction(share, "share", closed_right=True)
     coverage = interval_coverage(truth, lower, upper, mask, per_gene=True)
     counted = np.sort(coverage[np.asarray(mask).sum(axis=0) >= min_entries])
     if counted.size == 0:
@@ -188,10 +187,8 @@ def calibration_curve(
     setup = model.registry_["setup_args"]
     truth = measured_matrix(expression, setup)
     conditions = [(f"random {r * 100:g} %", mask_entries(truth, r, seed=seed)) for r in rates]
+    check_positive_integers(**{f"panel_sizes[{i}]": s for i, s in enumerate(panel_sizes)})
     for size in panel_sizes:
-        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-            msg = f"`panel_sizes` must hold positive integers, got {size!r}."
-            raise ValueError(msg)
         conditions.append((f"panel {size} genes", _hide_panel(truth, size, seed)))
     rows = []
     for name, (masked, hidden) in conditions:

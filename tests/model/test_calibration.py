@@ -94,7 +94,7 @@ def test_intervals_hold_their_coverage_on_known_noise_per_gene_and_level():
     calibration = fit_synthetic(features, truth, [np.array([0.1]), np.array([0.5, 0.9])])
     test, test_truth = draw(60_000)
     for coverage in (0.5, 0.8, 0.9, 0.95):
-        lower, upper = calibration.intervals(test, coverage)
+        [(lower, upper)] = calibration.intervals(test, [coverage])
         inside = (test_truth >= lower) & (test_truth <= upper)
         for gene in range(4):
             for low_share in (True, False):
@@ -144,7 +144,7 @@ def test_difficulty_never_extrapolates_beyond_the_calibrated_range():
         np.array([0, 1]), np.array([0.5, 0.5]), np.array([1e6, -1e6]), np.array([1e6, 0.0])
     )
     assert np.isfinite(difficulty(calibration, extreme, np.zeros(2, dtype=np.int64))).all()
-    lower, upper = calibration.intervals(extreme, 0.9)
+    [(lower, upper)] = calibration.intervals(extreme, [0.9])
     assert np.all(upper - lower < 50)
 
 

@@ -10,8 +10,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from gexbert_sc.model.base._conformal import Calibration, EntryFeatures, fit_calibration
-from gexbert_sc.utils import check_positive_integers
+from gexbert_sc.model.base._conformal import (
+    Calibration,
+    EntryFeatures,
+    fit_calibration,
+    gene_statistics,
+)
+from gexbert_sc.utils import check_fraction, check_positive_integers
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -59,9 +64,7 @@ class HidingScheme:
 def hiding_schemes(rates: Sequence[float], panel_sizes: Sequence[int]) -> list[HidingScheme]:
     """Return the schemes of :meth:`CalibrationMixin.calibrate`, arguments checked."""
     for rate in rates:
-        if isinstance(rate, bool) or not 0 < rate < 1:
-            msg = f"`rates` must lie in (0, 1), got {rate!r}."
-            raise ValueError(msg)
+        check_fraction("rates", rate, closed_low=False)
     check_positive_integers(**{f"panel_sizes[{i}]": s for i, s in enumerate(panel_sizes)})
     schemes = [HidingScheme("random", float(r)) for r in rates]
     schemes += [HidingScheme("panel", int(s)) for s in panel_sizes]
@@ -176,7 +179,7 @@ class CalibrationMixin:
                 f"values, and more observed genes than the panels keep ({list(panel_sizes)})."
             )
             raise ValueError(msg)
-        gene_mean, gene_scale = _gene_statistics(features.gene, truth, self.module.n_vars)
+        gene_mean, gene_scale = gene_statistics(features.gene, truth, self.module.n_vars)
         nonnegative = bool(self.module.input_is_counts) or bool(self.module.gene_min.min() >= 0)
         calibration = fit_calibration(
             features,
@@ -274,23 +277,3 @@ def _collect(
         flat(disagreements, np.float64),
     )
     return features, flat(truths, np.float64)
-
-
-def _gene_statistics(
-    gene: npt.NDArray[np.int64], truth: npt.NDArray[np.float64], n_genes: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Mean and standard deviation of each gene's calibration values (pooled where unseen).
-
-    Standard deviations are floored at 1 % of the pooled one, so that a constant gene
-    never divides by zero.
-    """
-    count = np.bincount(gene, minlength=n_genes).astype(np.float64)
-    safe = np.maximum(count, 1.0)
-    mean = np.bincount(gene, truth, minlength=n_genes) / safe
-    variance = np.bincount(gene, truth**2, minlength=n_genes) / safe - mean**2
-    pooled_sd = float(np.std(truth)) or 1.0
-    scale = np.sqrt(np.clip(variance, 0.0, None))
-    seen = count > 1
-    mean[~seen] = float(np.mean(truth))
-    scale[~seen] = pooled_sd
-    return mean, np.maximum(scale, 0.01 * pooled_sd)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gexbert_sc.utils import check_fraction
+
 #: Quantiles of the normalised scores stored per bin.
 N_QUANTILES = 201
 #: Fewest calibration entries a bin needs to give intervals of its own (else a coarser bin).
@@ -57,7 +59,8 @@ class EntryFeatures:
 class Calibration:
     """A fitted calibration; :meth:`as_dict` is what a model stores (plain arrays)."""
 
-    #: ``(G,)`` mean and scale of each gene's values (training data, log scale).
+    #: ``(G,)`` mean and scale of each gene's calibration values (log scale;
+    #: :func:`gene_statistics`).
     gene_mean: npt.NDArray[np.float64]
     gene_scale: npt.NDArray[np.float64]
     #: Shared coefficients of the difficulty design and ``(G,)`` per-gene intercepts.
@@ -96,11 +99,6 @@ class Calibration:
         return cls(**stored)
 
     @property
-    def n_genes(self) -> int:
-        """Genes of the model."""
-        return len(self.gene_mean)
-
-    @property
     def n_levels(self) -> int:
         """Missingness levels."""
         return len(self.level_shares)
@@ -110,37 +108,41 @@ class Calibration:
         return np.searchsorted(self.level_edges, np.asarray(share), side="right")
 
     def bin_indices(self, gene: npt.NDArray[np.int64], level: npt.NDArray[np.int64]) -> dict:
-        """Each entry's bin in every family."""
-        return {
+        """Each entry's bin in every family, finest first (:data:`FAMILIES`)."""
+        index = {
             "gene_level": gene * self.n_levels + level,
             "level": level,
             "gene": gene,
             "all": np.zeros_like(gene),
         }
+        return {family: index[family] for family in FAMILIES}
 
     def intervals(
-        self, features: EntryFeatures, coverage: float
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Lower and upper bounds (log scale) of entries at ``coverage``.
+        self, features: EntryFeatures, coverages: Sequence[float]
+    ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+        """Lower and upper bounds (log scale) of entries at each of ``coverages``.
 
         Parameters
         ----------
         features
             The restored entries.
-        coverage
-            Nominal coverage in (0, 1).
+        coverages
+            Nominal coverages, each in (0, 1).
 
         Returns
         -------
-        ``(lower, upper)`` flat arrays; infinite where no bin holds enough scores.
+        One ``(lower, upper)`` pair of flat arrays per coverage; infinite where no bin holds
+        enough scores.
         """
         level = self.levels(features.share)
         sigma = difficulty(self, features, level)
-        offsets = self.offsets(features.gene, level, coverage)
-        lower = np.maximum(features.value + sigma * offsets[0], self.floor)
-        return np.minimum(lower, features.value), np.maximum(
-            features.value + sigma * offsets[1], features.value
-        )
+        bounds = []
+        for coverage in coverages:
+            q_lo, q_hi = self.offsets(features.gene, level, coverage)
+            lower = np.maximum(features.value + sigma * q_lo, self.floor)
+            upper = features.value + sigma * q_hi
+            bounds.append((np.minimum(lower, features.value), np.maximum(upper, features.value)))
+        return bounds
 
     def offsets(
         self, gene: npt.NDArray[np.int64], level: npt.NDArray[np.int64], coverage: float
@@ -174,12 +176,7 @@ def check_coverage(coverage: float | Sequence[float] | None) -> list[float]:
         return []
     levels = [coverage] if np.ndim(coverage) == 0 else list(coverage)
     for level in levels:
-        if isinstance(level, bool) or not isinstance(level, int | float | np.number):
-            msg = f"`coverage` must be a number in (0, 1) or a sequence of them, got {level!r}."
-            raise ValueError(msg)
-        if not 0 < level < 1:
-            msg = f"`coverage` must lie in (0, 1) (e.g. 0.9), got {level!r}."
-            raise ValueError(msg)
+        check_fraction("coverage", level, closed_low=False)
     if not levels:
         msg = "`coverage` is an empty sequence: give at least one level in (0, 1)."
         raise ValueError(msg)
@@ -223,11 +220,9 @@ def difficulty_design(
 
 
 def fit_difficulty(
-    features: EntryFeatures,
-    level: npt.NDArray[np.int64],
-    n_levels: int,
+    design: npt.NDArray[np.float64],
+    gene: npt.NDArray[np.int64],
     residual: npt.NDArray[np.float64],
-    gene_mean: npt.NDArray[np.float64],
     gene_scale: npt.NDArray[np.float64],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Fit ``log σ = intercept[gene] + design · coef`` to the log absolute residuals.
@@ -238,27 +233,21 @@ def fit_difficulty(
 
     Parameters
     ----------
-    features, residual
-        Restored entries and their signed residuals.
-    level, n_levels
-        The entries' missingness levels, and how many there are.
-    gene_mean, gene_scale
-        ``(G,)`` statistics of the genes.
+    design
+        :func:`difficulty_design` of the restored entries.
+    gene, residual
+        The entries' genes and signed residuals.
+    gene_scale
+        ``(G,)`` scale of the genes.
 
     Returns
     -------
     ``(coef, intercept)``.
     """
-    n_genes = len(gene_mean)
-    gene = features.gene
-    design = difficulty_design(features, level, n_levels, gene_mean, gene_scale)
+    n_genes = len(gene_scale)
     target = np.log(np.abs(residual) + RESIDUAL_FLOOR * gene_scale[gene])
-    count = np.bincount(gene, minlength=n_genes).astype(np.float64)
-    safe = np.maximum(count, 1.0)
-    design_mean = np.stack(
-        [np.bincount(gene, column, minlength=n_genes) / safe for column in design.T], axis=1
-    )
-    target_mean = np.bincount(gene, target, minlength=n_genes) / safe
+    design_mean, count = group_means(gene, design, n_genes)
+    target_mean, _ = group_means(gene, target, n_genes)
     coef, *_ = np.linalg.lstsq(design - design_mean[gene], target - target_mean[gene], rcond=None)
     intercept = target_mean - design_mean @ coef
     seen = count > 0
@@ -274,7 +263,47 @@ def difficulty(
         features, level, calibration.n_levels, calibration.gene_mean, calibration.gene_scale
     )
     design = np.clip(design, calibration.design_low, calibration.design_high)
-    return np.exp(calibration.intercept[features.gene] + design @ calibration.coef)
+    return _scale(calibration, features.gene, design)
+
+
+def _scale(
+    calibration: Calibration, gene: npt.NDArray[np.int64], design: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """``exp(intercept[gene] + design · coef)``."""
+    return np.exp(calibration.intercept[gene] + design @ calibration.coef)
+
+
+def group_means(
+    group: npt.NDArray[np.int64], values: npt.NDArray[np.float64], n_groups: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Mean of ``values`` (``(n,)`` or ``(n, k)``) per group, and each group's count.
+
+    Groups without values get a mean of 0.
+    """
+    count = np.bincount(group, minlength=n_groups).astype(np.float64)
+    safe = np.maximum(count, 1.0)
+    if values.ndim == 1:
+        return np.bincount(group, values, minlength=n_groups) / safe, count
+    columns = [np.bincount(group, column, minlength=n_groups) / safe for column in values.T]
+    return np.stack(columns, axis=1), count
+
+
+def gene_statistics(
+    gene: npt.NDArray[np.int64], truth: npt.NDArray[np.float64], n_genes: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Mean and standard deviation of each gene's calibration values (pooled where unseen).
+
+    Standard deviations are floored at 1 % of the pooled one, so that a constant gene
+    never divides by zero.
+    """
+    mean, count = group_means(gene, truth, n_genes)
+    variance = group_means(gene, truth**2, n_genes)[0] - mean**2
+    pooled_sd = float(np.std(truth)) or 1.0
+    scale = np.sqrt(np.clip(variance, 0.0, None))
+    seen = count > 1
+    mean[~seen] = float(np.mean(truth))
+    scale[~seen] = pooled_sd
+    return mean, np.maximum(scale, 0.01 * pooled_sd)
 
 
 def level_edges(
@@ -342,7 +371,7 @@ def fit_calibration(
     """Fit the difficulty and the Mondrian bins on hidden calibration entries.
 
     The difficulty's per-gene intercepts cancel within the gene bins (a common factor of a
-    bin's scores does not move its coverage); its four shared coefficients are fitted on the
+    bin's scores does not move its coverage); its few shared coefficients are fitted on the
     same entries, which costs the split-conformal guarantee nothing measurable (see
     :doc:`/uncertainty`).
 
@@ -353,7 +382,7 @@ def fit_calibration(
     scheme_shares
         Observed shares of the samples under each hiding scheme (for the levels).
     gene_mean, gene_scale
-        ``(G,)`` statistics of the genes (log scale, training data).
+        ``(G,)`` statistics of the genes (:func:`gene_statistics`).
     floor, reference_blend, schemes, n_samples
         Stored as :class:`Calibration` describes.
 
@@ -364,16 +393,15 @@ def fit_calibration(
     residual = truth - features.value
     edges, level_shares = level_edges(scheme_shares)
     level = np.searchsorted(edges, features.share, side="right")
-    coef, intercept = fit_difficulty(
-        features, level, len(level_shares), residual, gene_mean, gene_scale
-    )
     design = difficulty_design(features, level, len(level_shares), gene_mean, gene_scale)
+    coef, intercept = fit_difficulty(design, features.gene, residual, gene_scale)
     low, high = design.min(axis=0), design.max(axis=0)
     partial = Calibration(
         gene_mean, gene_scale, coef, intercept, low, high, edges, level_shares, {}, {}, {},
         floor, reference_blend, schemes, n_samples,
     )  # fmt: skip
-    scores = residual / difficulty(partial, features, level)
+    # the calibration entries are inside the design's range: no clipping to repeat
+    scores = residual / _scale(partial, features.gene, design)
     n_genes, n_levels = len(gene_mean), len(level_shares)
     sizes = {"gene_level": n_genes * n_levels, "gene": n_genes, "level": n_levels, "all": 1}
     counts, slots, quantiles = {}, {}, {}

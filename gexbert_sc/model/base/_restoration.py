@@ -200,17 +200,16 @@ class RestorationMixin:
                     tensors, restored, gene_idx, reference
                 )
             block = torch.minimum(self._to_input_scale(blended, size_factor), ceiling)
-            x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
             if keep_observed:
+                x = tensors[REGISTRY_KEYS.X_KEY].to(block.device)[:, gene_idx]
                 block = torch.where(observed, x, block)
             values[rows] = block.cpu().numpy()
             if calibration is not None:
                 share = out[MODULE_KEYS.OBSERVED_KEY].float().mean(dim=1)
                 wanted = ~observed if keep_observed else torch.ones_like(observed)
                 features = _entry_features(wanted, gene_idx, share, blended, disagreement)
-                for i, level in enumerate(coverages):
-                    low, high = calibration.intervals(features, level)
-                    for side, bound in enumerate((low, high)):
+                for i, pair in enumerate(calibration.intervals(features, coverages)):
+                    for side, bound in enumerate(pair):
                         log_bound = blended.double().clone()
                         log_bound[wanted] = torch.as_tensor(bound, device=blended.device)
                         scaled = self._to_input_scale(log_bound, size_factor)
@@ -231,7 +230,7 @@ class RestorationMixin:
         imputed = sp.vstack(missing, format="csr")[np.argsort(np.concatenate(read))]
         if not coverages:
             return Imputation(values, imputed, spread)
-        if isinstance(coverage, float | int | np.floating):
+        if np.ndim(coverage) == 0:
             bounds = bounds[:, 0]
         return Imputation(values, imputed, spread, bounds[0], bounds[1])
 
