@@ -8,8 +8,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from gexbert_sc.utils import doc_params
+
 if TYPE_CHECKING:
     import numpy.typing as npt
+
+#: Parameters shared by the per-gene correlation scores.
+DOC_PER_GENE_PARAMS = """\
+filled
+        ``(n_samples, n_genes)`` restored values.
+    truth
+        The values before they were hidden, same shape.
+    mask
+        Boolean, same shape: the entries that were hidden.
+    min_entries
+        Fewest masked entries (at least 2) a gene needs to count."""
 
 
 def mask_entries(
@@ -137,6 +150,7 @@ def masked_rmse(filled: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike
     return float(np.sqrt(np.mean((filled[mask] - truth[mask]) ** 2)))
 
 
+@doc_params(per_gene_params=DOC_PER_GENE_PARAMS)
 def gene_correlations(
     filled: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, min_entries: int = 5
 ) -> npt.NDArray[np.float64]:
@@ -148,14 +162,7 @@ def gene_correlations(
 
     Parameters
     ----------
-    filled
-        ``(n_samples, n_genes)`` restored values.
-    truth
-        The values before they were hidden, same shape.
-    mask
-        Boolean, same shape: the entries that were hidden.
-    min_entries
-        Fewest masked entries (at least 2) a gene needs to count.
+    {per_gene_params}
 
     Returns
     -------
@@ -182,6 +189,7 @@ def gene_correlations(
     return correlations
 
 
+@doc_params(per_gene_params=DOC_PER_GENE_PARAMS)
 def median_gene_correlation(
     filled: npt.ArrayLike, truth: npt.ArrayLike, mask: npt.ArrayLike, *, min_entries: int = 5
 ) -> float:
@@ -192,14 +200,7 @@ def median_gene_correlation(
 
     Parameters
     ----------
-    filled
-        ``(n_samples, n_genes)`` restored values.
-    truth
-        The values before they were hidden, same shape.
-    mask
-        Boolean, same shape: the entries that were hidden.
-    min_entries
-        Fewest masked entries (at least 2) a gene needs to count.
+    {per_gene_params}
 
     Returns
     -------
