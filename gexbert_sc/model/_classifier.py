@@ -23,6 +23,8 @@ from gexbert_sc.model._panel_head import (
     panel_features,
 )
 from gexbert_sc.model._task import GexBERTTaskModel, SamplesRead
+from gexbert_sc.model.base import check_target
+from gexbert_sc.model.base._importance_targets import ClassProbability
 from gexbert_sc.module import GexBERTClassifierModule
 
 if TYPE_CHECKING:
@@ -390,6 +392,31 @@ class GexBERTClassifier(GexBERTTaskModel):
             rng = np.random.default_rng(self.seed_)
             labelled = np.sort(rng.choice(labelled, MAX_REFERENCE_SAMPLES, replace=False))
         return labelled, codes[labelled].astype(np.int64)
+
+    def _importance_target(
+        self, target: str | None, adata: AnnData | None, rows: np.ndarray
+    ) -> ClassProbability:
+        """Explain the probability of each sample's predicted, labelled or a given class."""
+        targets = ("predicted", "label", *map(str, self.classes))
+        target = check_target(target, targets, "GexBERTClassifier")
+        if target == "predicted":
+            return ClassProbability()
+        if target != "label":
+            return ClassProbability(np.full(len(rows), list(targets[2:]).index(target)))
+        labels_key = self.registry_["setup_args"]["labels_key"]
+        data = self.adata if adata is None else adata
+        check_obs_key(data, labels_key, "target='label' reads labels_key")
+        labels = data.obs[labels_key].iloc[rows].astype(str)
+        codes = pd.Index(self.classes.astype(str)).get_indexer(labels)
+        if (codes < 0).any():
+            unknown = sorted(set(labels[codes < 0]))
+            msg = (
+                f"`target='label'` explains each sample's class in `adata.obs[{labels_key!r}]`, "
+                f"but {int((codes < 0).sum())} samples read have labels that are not classes "
+                f"of the model ({unknown[:5]}); the classes are {list(self.classes)}."
+            )
+            raise ValueError(msg)
+        return ClassProbability(codes)
 
     def _placeholder_obs(self) -> dict[str, Any]:
         return {self.registry_["setup_args"]["labels_key"]: self.unlabeled_category}

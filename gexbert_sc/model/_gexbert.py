@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField
 from scvi.utils import setup_anndata_dsp
 
@@ -17,10 +19,17 @@ from gexbert_sc.model.base import (
     CalibrationMixin,
     EncodingMixin,
     GexBERTBase,
+    ImportanceMixin,
     QueryMixin,
     RestorationMixin,
     TrainingMixin,
     check_architecture,
+    check_target,
+)
+from gexbert_sc.model.base._importance_targets import (
+    EmbeddingShift,
+    ImportanceTarget,
+    RestorationError,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +43,7 @@ class GexBERT(
     QueryMixin,
     CalibrationMixin,
     RestorationMixin,
+    ImportanceMixin,
     AttentionMixin,
     EncodingMixin,
     TrainingMixin,
@@ -283,3 +293,12 @@ class GexBERT(
                 )
             )
         cls._register(mdata, fields, setup_method_args, kwargs, scale)
+
+    def _importance_target(
+        self, target: str | None, adata: AnnData | MuData | None, rows: np.ndarray
+    ) -> ImportanceTarget:
+        """Explain the embedding shift (default) or the restoration error of ``rows``."""
+        if check_target(target, ("embedding", "restoration"), "GexBERT") == "restoration":
+            return RestorationError()
+        centre = self.get_latent_representation(adata, rows).mean(0)
+        return EmbeddingShift(torch.as_tensor(centre))

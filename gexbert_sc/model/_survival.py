@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from gexbert_sc.data._fields import anndata_fields
 from gexbert_sc.data._input_scale import InputScale
 from gexbert_sc.data._survival import survival_data, survival_fields
 from gexbert_sc.model._task import GexBERTTaskModel
+from gexbert_sc.model.base import check_target
+from gexbert_sc.model.base._importance_targets import HeadOutput, ImportanceTarget
 from gexbert_sc.module import GexBERTSurvivalModule
 from gexbert_sc.module._survival import Ties
 
@@ -205,6 +208,13 @@ class GexBERTSurvival(GexBERTTaskModel):
         """
         risk, names = self._head_outputs(adata, indices, batch_size, memory_budget, precision)
         return pd.Series(risk[:, 0], index=names, name="risk")
+
+    def _importance_target(
+        self, target: str | None, adata: AnnData | None, rows: np.ndarray
+    ) -> ImportanceTarget:
+        """Explain the log relative hazard (``"risk"``, the only target)."""
+        check_target(target, ("risk",), "GexBERTSurvival")
+        return HeadOutput()
 
     def _placeholder_obs(self) -> dict[str, Any]:
         return {self.time_key: 1.0, self.event_key: 1.0}

@@ -17,6 +17,7 @@ from gexbert_sc.model.base import (
     AttentionMixin,
     EncodingMixin,
     GexBERTBase,
+    ImportanceMixin,
     TrainingMixin,
     check_architecture,
 )
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 EXPRESSION_SETUP_ARGS = ("layer", "batch_key", "missing_layer", "input_scale")
 
 
-class GexBERTTaskModel(AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase):
+class GexBERTTaskModel(ImportanceMixin, AttentionMixin, EncodingMixin, TrainingMixin, GexBERTBase):
     """A head on the ``[CLS]`` embedding of a pretrained GexBERT, trained with panel dropout.
 
     Subclasses set ``_module_cls`` (a :class:`~gexbert_sc.module.GexBERTTaskModule`), their

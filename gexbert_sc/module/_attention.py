@@ -117,19 +117,38 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
 
     def weights(
-        self, query: torch.Tensor, memory: torch.Tensor, key_padding: torch.Tensor | None = None
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        key_padding: torch.Tensor | None = None,
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention weights ``(B, n_heads, Lq, Lk)`` of ``query`` over ``memory``, in fp32.
 
         The unfused softmax of the same scores that :meth:`forward` gives to the fused kernel:
         only called when weights are asked for, so training keeps the fused kernel.
+        ``key_bias`` ``(B, Lk)`` is added to every query's score of each key (``log w``
+        weighs a key's share by ``w``; ``-inf`` removes it, as padding does).
         """
         q = self._split_heads(self.q_proj(query))
         k = self._split_heads(self.kv_proj(memory).chunk(2, dim=-1)[0])
         scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
         if key_padding is not None:
             scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        if key_bias is not None:
+            scores = scores.float() + key_bias[:, None, None, :]
         return scores.float().softmax(dim=-1)
+
+    def read(self, weights: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Output ``(B, Lq, d)`` of attention with the given ``(B, n_heads, Lq, Lk)`` weights.
+
+        With the weights of :meth:`weights`, the output of :meth:`forward` (without dropout),
+        computed from weights that autograd can differentiate.
+        """
+        v = self._split_heads(self.kv_proj(memory).chunk(2, dim=-1)[1])
+        out = weights.to(v.dtype) @ v
+        b, _, lq, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
 
 
 class FeedForward(nn.Sequential):
@@ -198,6 +217,20 @@ class EncoderBlock(_PreLNBlock):
         if attention == "cls":
             return out, self.attn.weights(x[:, :1], x, key_padding).squeeze(-2)
         return out, self.attn.weights(x, x, key_padding)
+
+    def forward_weighted(
+        self, h: torch.Tensor, key_bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update tokens with explicit attention weights biased by ``key_bias`` ``(B, L)``.
+
+        The differentiable twin of :meth:`forward` that gene attributions read: the weights
+        ``(B, n_heads, L, L)`` are returned inside the autograd graph, and ``key_bias``
+        (``log`` of each token's presence, ``-inf`` on padding) weighs each key's share.
+        With a bias of 0 on real tokens it gives :meth:`forward`'s output.
+        """
+        x = self.norm_attn(h)
+        weights = self.attn.weights(x, x, key_bias=key_bias)
+        return self.feed_forward(h + self.attn.read(weights, x)), weights
 
 
 class DecoderBlock(_PreLNBlock):

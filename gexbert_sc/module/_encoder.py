@@ -56,6 +56,10 @@ class ExpressionEncoder(nn.Module):
         Summarise the profile by a ridge least-squares fit on the profile basis
         (:meth:`profile_summary`), whose reconstruction the decoder adds to its restorations;
         ``False`` is the rescaled projection of models saved before 0.2.
+    cls_summary
+        Add the profile summary to the ``[CLS]`` token's input. ``False`` starts ``[CLS]``
+        from ``cls_token`` alone, so that it learns about the sample only by attention (the
+        decoder still adds the profile fit's reconstruction); see :doc:`/interpretability`.
     gene_share, bin_edges, gene_mean, principal_axes, gene_min, gene_max, max_size_factor
         Fitted :class:`~gexbert_sc.data.ExpressionStatistics` arrays; placeholders when
         ``None`` (a loaded or pretrained model overwrites them from its state dict).
@@ -77,6 +81,7 @@ class ExpressionEncoder(nn.Module):
         dropout: float = 0.0,
         is_counts: bool = False,
         profile_fit: bool = True,
+        cls_summary: bool = True,
         gene_share: torch.Tensor | None = None,
         bin_edges: torch.Tensor | None = None,
         gene_mean: torch.Tensor | None = None,
@@ -93,6 +98,7 @@ class ExpressionEncoder(nn.Module):
         self.n_heads = n_heads
         self.dropout = dropout
         self.profile_fit = profile_fit
+        self.cls_summary = cls_summary
         self._register_statistics(is_counts, gene_share, bin_edges, gene_mean)
         self._register_restoration_bounds(gene_min, gene_max, max_size_factor)
         self.gene_emb = nn.Embedding(n_vars, d_model)
@@ -282,7 +288,7 @@ class ExpressionEncoder(nn.Module):
         return self.fixed_context_length(observed, observed & (y != 0), self.n_inference_context)
 
     def profile_summary(
-        self, y: torch.Tensor, include: torch.Tensor
+        self, y: torch.Tensor, include: torch.Tensor, weight: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Summary of the centred log profile over the genes marked in ``include``.
 
@@ -296,19 +302,30 @@ class ExpressionEncoder(nn.Module):
         which does not depend on which genes are missing, and whose prior grows as fewer
         genes are observed.
 
+        ``weight`` ``(B, G)`` (in ``[0, 1]``, 0 outside ``include``) weighs each included
+        gene's part in ``r`` and ``M_Oᵀ M_O`` while ``|O|`` stays the count of included genes:
+        the summary is then linear in the weights of ``r``, continuous from every gene present
+        (weights 1: the summary above) to none (weights 0: a zero summary), the path along
+        which gene attributions integrate.
+
         Returns
         -------
         ``(summary, coef)``: the ``(B, d)`` summary and the ``(B, d)`` fitted coefficients
         ``c`` (``None`` without ``profile_fit``).
         """
         centred = torch.where(include, y - self.gene_mean, 0.0)
+        if weight is not None:
+            centred = centred * weight
         share = self.n_vars / include.sum(dim=1, keepdim=True).clamp_min(1)
         summary = (centred @ self.profile_proj) * share / self.n_vars**0.5
         if not self.profile_fit:
             return summary, None
         basis = self.profile_basis
         gram = basis.T @ basis
-        partial = _partial_gram(basis, gram, include)
+        if weight is None:
+            partial = _partial_gram(basis, gram, include)
+        else:
+            partial = torch.einsum("bg,gd,ge->bde", weight.to(basis.dtype), basis, basis)
         ridge = PROFILE_RIDGE * gram.diagonal().mean()
         eye = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
         share = share.unsqueeze(-1)
@@ -353,15 +370,7 @@ class ExpressionEncoder(nn.Module):
         (``None`` unless ``attention``): ``(B, n_layers, n_heads, 1 + L)`` for ``"cls"``,
         ``(B, n_layers, n_heads, 1 + L, 1 + L)`` for ``"all"``.
         """
-        levels = self.expression_levels(values, gene_idx)
-        centred = values - self.gene_mean[gene_idx]
-        if hidden is not None:
-            levels = torch.where(hidden, self.n_levels, levels)
-            centred = torch.where(hidden, 0.0, centred)
-        value_part = centred.unsqueeze(-1) * self.value_emb(gene_idx)
-        tokens = self.gene_emb(gene_idx) + self.level_emb(levels) + value_part
-        cls = (self.cls_token + summary).unsqueeze(1)
-        h = torch.cat([cls, tokens], dim=1)
+        h = self.input_tokens(gene_idx, values, summary, hidden)
         padding = torch.cat([valid.new_zeros(valid.shape[0], 1), ~valid], dim=1)
         weights = []
         for block in self.encoder:
@@ -372,6 +381,36 @@ class ExpressionEncoder(nn.Module):
                 weights.append(block_weights)
         stacked = None if attention is None else torch.stack(weights, dim=1)
         return self.encoder_norm(h), padding, stacked
+
+    def input_tokens(
+        self,
+        gene_idx: torch.Tensor,
+        values: torch.Tensor,
+        summary: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Build the encoder's input: ``[CLS]``, then a token per context gene, ``(B, 1 + L, d)``.
+
+        Parameters
+        ----------
+        gene_idx, values, summary, hidden
+            As in :meth:`encode`.
+
+        Returns
+        -------
+        ``[CLS]`` (``cls_token``, plus the profile summary with ``cls_summary``) followed by
+        each gene's token: gene embedding + level embedding + centred value times the gene's
+        value vector (the missing level and no value where ``hidden``).
+        """
+        levels = self.expression_levels(values, gene_idx)
+        centred = values - self.gene_mean[gene_idx]
+        if hidden is not None:
+            levels = torch.where(hidden, self.n_levels, levels)
+            centred = torch.where(hidden, 0.0, centred)
+        value_part = centred.unsqueeze(-1) * self.value_emb(gene_idx)
+        tokens = self.gene_emb(gene_idx) + self.level_emb(levels) + value_part
+        cls = self.cls_token + summary if self.cls_summary else self.cls_token.expand_as(summary)
+        return torch.cat([cls.unsqueeze(1), tokens], dim=1)
 
     def encode_samples(
         self,

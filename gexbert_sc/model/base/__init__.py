@@ -5,6 +5,7 @@ from gexbert_sc.model.base._base import GexBERTBase
 from gexbert_sc.model.base._calibrating import CalibrationMixin
 from gexbert_sc.model.base._encoding import EncodingMixin
 from gexbert_sc.model.base._hparams import check_architecture
+from gexbert_sc.model.base._importance import ImportanceMethod, ImportanceMixin, check_target
 from gexbert_sc.model.base._model_check import check_model
 from gexbert_sc.model.base._query import QueryMixin
 from gexbert_sc.model.base._restoration import Imputation, RestorationMixin
@@ -16,11 +17,14 @@ __all__ = [
     "CalibrationMixin",
     "EncodingMixin",
     "GexBERTBase",
+    "ImportanceMethod",
+    "ImportanceMixin",
     "Imputation",
     "QueryMixin",
     "RestorationMixin",
     "TrainingMixin",
     "check_architecture",
     "check_model",
+    "check_target",
     "default_max_epochs",
 ]
