@@ -48,6 +48,7 @@ class _OutputKeys(NamedTuple):
     RISK: str = "gexbert_risk"
     ANCHOR: str = "gexbert_anchor"
     RANK_ATTENTION: str = "rank_genes_attention"
+    RANK_IMPORTANCE: str = "rank_genes_gexbert"
     RANK_MEAN: str = "rank_genes_mean"
     GENE_EMBEDDING: str = "gexbert_gene_embedding"
     UNS: str = "gexbert"

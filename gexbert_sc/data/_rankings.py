@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: ``params["method"]`` of the rankings written here (scanpy's own methods are other names).
-ATTENTION_METHOD, MEAN_METHOD = "gexbert_attention", "mean_expression"
+#: ``params["method"]`` of the rankings written here (scanpy's own methods are other names);
+#: a GexBERT importance method ``m`` is recorded as ``"gexbert_" + m``.
+MEAN_METHOD, GEXBERT_METHOD_PREFIX = "mean_expression", "gexbert_"
 
 
 def rankings_uns(

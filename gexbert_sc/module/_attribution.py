@@ -80,9 +80,9 @@ def integrated_gradients(
     not an expression value of zero) to 1 (the sample as measured), by ``n_steps``-point
     Gauss-Legendre quadrature; a context gene's attention share follows
     ``presence ** log2(1 + context length)`` (same endpoints, a path the quadrature
-    resolves: ``key_exponent`` of ``encode_with_presence``). Attributions are complete: they sum to the score of the sample
-    minus the score of nothing read, up to the quadrature error returned. Cost: ``n_steps``
-    forward and backward passes.
+    resolves: ``key_exponent`` of ``encode_with_presence``). Attributions are complete: they
+    sum to the score of the sample minus the score of nothing read, up to the quadrature
+    error returned. Cost: ``n_steps`` forward and backward passes.
 
     Parameters
     ----------
@@ -104,9 +104,7 @@ def integrated_gradients(
         return score(reading, *info_)
 
     _, observed, _ = module.prepare_values(x, missing)
-    context = module.fixed_context_length(
-        observed, observed & (x != 0), module.n_inference_context
-    )
+    context = module.fixed_context_length(observed, observed & (x != 0), module.n_inference_context)
     exponent = torch.log2(1.0 + context.float()).clamp_min(1.0).unsqueeze(1)
     with torch.enable_grad():
         attributions, delta = IntegratedGradients(forward).attribute(

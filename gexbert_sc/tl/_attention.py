@@ -1,4 +1,4 @@
-"""Rank genes per group by attention (and by mean expression, the trivial baseline)."""
+"""Rank genes per group by attention (an alias of rank_genes_importance) and by mean expression."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from gexbert_sc._constants import OUTPUT_KEYS
-from gexbert_sc.data._rankings import ATTENTION_METHOD, MEAN_METHOD, rankings_uns
+from gexbert_sc.data._rankings import MEAN_METHOD, rankings_uns
 from gexbert_sc.data._validation import check_expression_matrix, check_obs_key, registered_matrix
-from gexbert_sc.model.base import check_model
-from gexbert_sc.tl._provenance import prepare_target, record, warn_if_overwriting
+from gexbert_sc.model.base._importance import ATTENTION_METHODS
+from gexbert_sc.tl._importance import rank_genes_importance
+from gexbert_sc.tl._provenance import prepare_target, warn_if_overwriting
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -38,16 +39,15 @@ def rank_genes_attention(
     batch_size: int | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Rank genes per group by how much more attention they get there than elsewhere.
+    """Rank genes per group by how much more ``[CLS]`` attention they get there than elsewhere.
 
-    The group-specific score of a gene is its ``[CLS]`` attention score in the group minus
+    The attention case of :func:`gexbert_sc.tl.rank_genes_importance` (kept under this name):
+    the group-specific score of a gene is its ``[CLS]`` attention score in the group minus
     its score in the samples of the other groups
-    (:meth:`~gexbert_sc.GexBERT.get_attention_scores` with ``versus_rest=True``). The result
-    has the layout of :func:`scanpy.tl.rank_genes_groups`, so
-    :func:`scanpy.get.rank_genes_groups_df`, :func:`scanpy.pl.rank_genes_groups_dotplot` and
-    ``_heatmap`` (with ``key=key_added``)
-    work on it, as do :func:`gexbert_sc.metrics.ranking_overlap` and
-    :func:`gexbert_sc.pl.rank_genes_attention`.
+    (:meth:`~gexbert_sc.GexBERT.get_attention_scores` with ``versus_rest=True``), read on
+    every sample. Attention says what the model reads, not what its output owes to a gene:
+    :doc:`/interpretability` measures how little it says on its own; prefer
+    :func:`~gexbert_sc.tl.rank_genes_importance` on a fine-tuned classifier.
 
     Parameters
     ----------
@@ -82,31 +82,21 @@ def rank_genes_attention(
     `adata.uns['gexbert']['outputs'][key_added]` : :class:`dict`
         Parameters of this call and the model.
     """
-    check_model(model)
-    adata = prepare_target(adata, copy)
-    table = model.get_attention_scores(
+    methods = {blocks: name for name, blocks in ATTENTION_METHODS.items()}
+    if method not in methods:
+        msg = f"`method` must be one of {tuple(methods)}, got {method!r}."
+        raise ValueError(msg)
+    return rank_genes_importance(
         adata,
-        groupby=groupby,
-        method=method,
-        versus_rest=True,
+        model,
+        groupby,
+        method=methods[method],
+        max_samples=None,
         prior=prior,
+        key_added=key_added,
         batch_size=batch_size,
+        copy=copy,
     )
-    table = table.assign(
-        logfoldchange=np.log2(table["group_score"] / table["rest_score"]),
-        pts=table["context_fraction"],
-        pts_rest=table["rest_context_fraction"],
-    )
-    params = {"attention": method, "prior": prior, "batch_size": batch_size}
-    warn_if_overwriting(adata.uns, key_added, "uns")
-    adata.uns[key_added] = rankings_uns(table, groupby, ATTENTION_METHOD, params)
-    record(adata, model, key_added, params)
-    logger.info(
-        "Added `uns[%r]`: attention rankings of %d groups.",
-        key_added,
-        len(table["group"].cat.categories),
-    )
-    return adata if copy else None
 
 
 def rank_genes_mean(

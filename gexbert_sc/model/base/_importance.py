@@ -168,7 +168,9 @@ class ImportanceMixin:
         rows = samples[kept]
         explained = self._importance_target(target, adata, rows)
         reading = _Attribution(self, explained, method, n_steps)
-        attributions, expressed = reading.run(adata, rows, self._resolve_batch_size(batch_size, None))
+        attributions, expressed = reading.run(
+            adata, rows, self._resolve_batch_size(batch_size, None)
+        )
         table = _group_table(
             names, codes[kept], attributions, expressed, self.var_names, versus_rest
         )
