@@ -1,6 +1,7 @@
 """Evaluation metrics for embeddings, restorations and survival predictions."""
 
 from gexbert_sc.metrics._attention import attention_ablation, ranking_overlap
+from gexbert_sc.metrics._importance import DeletionTest, deletion_curve
 from gexbert_sc.metrics._imputation import (
     gene_correlations,
     mask_entries,
@@ -24,12 +25,14 @@ from gexbert_sc.metrics._survival import (
 )
 
 __all__ = [
+    "DeletionTest",
     "ScoreTest",
     "accuracy_score",
     "attention_ablation",
     "calibration_curve",
     "concordance_index",
     "cox_score_test",
+    "deletion_curve",
     "gene_correlations",
     "interval_coverage",
     "interval_width",

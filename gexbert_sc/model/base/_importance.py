@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 import pandas as pd
 import torch
+from scvi import settings
 
 from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.model.base._attention import AttentionMethod
@@ -340,3 +341,73 @@ def _group_table(
     table.insert(3, "rank", ranks.astype(int))
     order = ["group", "gene", "score", "rank"]
     return table[order + [c for c in table.columns if c not in order]]
+
+
+class TargetReader:
+    """The target of some samples, read again with chosen genes missing (deletion curves).
+
+    Parameters
+    ----------
+    model
+        A trained model of the GexBERT family.
+    adata
+        Data with the model's genes (``None``: the model's AnnData).
+    rows
+        The samples read.
+    target
+        As in :meth:`ImportanceMixin.get_gene_importance`.
+    batch_size
+        Samples per forward pass.
+    """
+
+    def __init__(
+        self,
+        model,
+        adata: AnnData | MuData | None,
+        rows: np.ndarray,
+        target: str | None,
+        batch_size: int | None,
+    ):
+        model._check_if_trained()
+        self.module = model.module.eval()
+        self.batch_size = model._resolve_batch_size(batch_size, None) or settings.batch_size
+        self.target = model._importance_target(target, adata, rows)
+        parts = [model._inference_input(t, None) for t in model.minibatches(adata, rows)]
+        self.x = torch.cat([part[MODULE_KEYS.X_KEY] for part in parts])
+        self.missing, self.batch_index = (
+            None if parts[0][key] is None else torch.cat([part[key] for part in parts])
+            for key in (MODULE_KEYS.MISSING_KEY, MODULE_KEYS.BATCH_KEY)
+        )
+        with torch.no_grad():
+            full = encode_with_presence(
+                self.module, self.x, self.missing, torch.ones_like(self.x), self.batch_index
+            )
+            self.info = self.target.info(self.module, full, np.arange(len(self.x)))
+
+    @torch.inference_mode()
+    def mean_readout(self, unread: np.ndarray) -> float:
+        """Mean target (e.g. class probability) over the samples with the genes ``unread`` missing.
+
+        Parameters
+        ----------
+        unread
+            Boolean mask over the model's genes: these are read as missing (NaN).
+
+        Returns
+        -------
+        The mean of the target's readout over the samples.
+        """
+        mask = torch.as_tensor(unread, device=self.x.device)
+        total = 0.0
+        for start in range(0, len(self.x), self.batch_size):
+            part = slice(start, start + self.batch_size)
+            x = self.x[part].masked_fill(mask, torch.nan)
+            out = self.module.inference(
+                x,
+                None if self.missing is None else self.missing[part],
+                None if self.batch_index is None else self.batch_index[part],
+                encoding={},
+            )
+            score = self.target.score(self.module, out, *(t[part] for t in self.info))
+            total += float(self.target.readout(score).sum())
+        return total / len(self.x)

@@ -45,6 +45,10 @@ class ImportanceTarget:
         """Return the ``(B,)`` score of the encoder outputs ``out``."""
         raise NotImplementedError
 
+    def readout(self, score: torch.Tensor) -> torch.Tensor:
+        """Return the score in the units a deletion curve reports (the score itself here)."""
+        return score
+
 
 class ClassProbability(ImportanceTarget):
     """A classifier's probability of one class per sample, as log-odds.
@@ -78,6 +82,10 @@ class ClassProbability(ImportanceTarget):
         chosen.scatter_(1, info[0].view(-1, 1).long(), True)
         own = logits.masked_fill(~chosen, 0.0).sum(1)
         return own - logits.masked_fill(chosen, -torch.inf).logsumexp(1)
+
+    def readout(self, score: torch.Tensor) -> torch.Tensor:
+        """Return the class probability of the log-odds."""
+        return torch.sigmoid(score)
 
 
 class HeadOutput(ImportanceTarget):
