@@ -97,6 +97,9 @@ class GexBERT(
         Summarise each profile by a ridge least-squares fit on the learned profile basis
         and add the fit's low-rank reconstruction to every restoration (``False``: the
         rescaled projection of 0.1).
+    cls_summary
+        Add the profile summary to the ``[CLS]`` token's input (``False``: ``[CLS]`` learns
+        about the sample through attention alone; measured in :doc:`/interpretability`).
     bottleneck_weight
         Weight of the restoration loss computed from ``[CLS]`` alone; it is what makes
         ``X_gexbert`` a good sample summary. 0 trains by restoration only.
@@ -133,6 +136,7 @@ class GexBERT(
         mask_ratio: float = 0.0,
         withhold_range: tuple[float, float] | None = (0.1, 0.9),
         profile_fit: bool = True,
+        cls_summary: bool = True,
         bottleneck_weight: float = 1.0,
         dropout: float = 0.0,
         seed: int | None = None,
@@ -148,6 +152,7 @@ class GexBERT(
             "mask_ratio": mask_ratio,
             "withhold_range": withhold_range,
             "profile_fit": profile_fit,
+            "cls_summary": cls_summary,
             "bottleneck_weight": bottleneck_weight,
             "dropout": dropout,
         }

@@ -48,6 +48,7 @@ def check_architecture(
     mask_ratio: float,
     withhold_range: tuple[float, float] | None,
     profile_fit: bool,
+    cls_summary: bool,
     bottleneck_weight: float,
     dropout: float,
     seed: int | None,
@@ -83,9 +84,10 @@ def check_architecture(
             "have nothing to restore."
         )
         raise ValueError(msg)
-    if not isinstance(profile_fit, bool | np.bool_):
-        msg = f"`profile_fit` must be True or False, got {profile_fit!r}."
-        raise ValueError(msg)
+    for name, flag in (("profile_fit", profile_fit), ("cls_summary", cls_summary)):
+        if not isinstance(flag, bool | np.bool_):
+            msg = f"`{name}` must be True or False, got {flag!r}."
+            raise ValueError(msg)
     check_fraction("dropout", dropout, closed_low=True)
     if not is_finite_number(bottleneck_weight) or bottleneck_weight < 0:
         msg = f"`bottleneck_weight` must be a finite number >= 0, got {bottleneck_weight!r}."
