@@ -9,7 +9,7 @@ import scanpy as sc
 import torch
 from helpers import TINY_MODEL, TINY_TRAIN, assert_fp32_path_close, make_decisive_adata
 
-from gexbert_sc import GexBERT, GexBERTClassifier, metrics, tl
+from gexbert_sc import GexBERT, GexBERTClassifier, metrics, pl, tl
 from gexbert_sc.model.base._importance_targets import ClassProbability
 from gexbert_sc.module._attribution import integrated_gradients
 from gexbert_sc.module._presence import encode_with_presence
@@ -225,6 +225,20 @@ def test_the_true_ranking_beats_random_orders(classifier, ranked):
     assert set(test.curves["mode"]) == {"deletion", "insertion"}
     full = test.curves[(test.curves["n_genes"] == 0) & (test.curves["mode"] == "deletion")]
     np.testing.assert_allclose(full["score"], np.repeat(truth["full"].to_numpy(), 6), rtol=1e-6)
+
+
+def test_deletion_curve_plot(classifier, ranked, tmp_path):
+    test = metrics.deletion_curve(classifier, ranked, "truth", "cls", n_genes=5, ks=(5,))
+    path = tmp_path / "curve.png"
+    ax = pl.deletion_curve(test, "c1", save=path)
+    assert path.stat().st_size > 0
+    assert [line.get_label() for line in ax.get_lines()] == ["truth"]
+    ax = pl.deletion_curve(test, "c1", mode="insertion", show=False)
+    assert ax.get_title() == "c1: insertion"
+    with pytest.raises(ValueError, match="is not in the test"):
+        pl.deletion_curve(test, "c9", show=False)
+    with pytest.raises(ValueError, match="are not in the test"):
+        pl.deletion_curve(test, "c1", rankings=["wilcoxon"], show=False)
 
 
 def test_deletion_curve_refusals(classifier, ranked):
