@@ -9,6 +9,7 @@ e.g. a class probability. It returns a ``(B, G)`` attribution of that score to e
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -20,11 +21,20 @@ from gexbert_sc.module._presence import BLOCK_ATTENTION_KEY, encode_with_presenc
 Score = Callable[..., torch.Tensor]
 
 
+class Minibatch(NamedTuple):
+    """One minibatch's inputs to the encoder, on the model's device."""
+
+    #: ``(B, G)`` raw values, NaN where missing.
+    x: torch.Tensor
+    #: ``(B, G)`` missing mask (``>= 0.5`` where missing), or None.
+    missing: torch.Tensor | None
+    #: ``(B, 1)`` batch codes, or None.
+    batch_index: torch.Tensor | None
+
+
 def gradient_attention(
     module: ExpressionEncoder,
-    x: torch.Tensor,
-    missing: torch.Tensor | None,
-    batch_index: torch.Tensor | None,
+    batch: Minibatch,
     score: Score,
     info: tuple[torch.Tensor, ...],
 ) -> torch.Tensor:
@@ -40,7 +50,7 @@ def gradient_attention(
     ----------
     module
         The module, in eval mode.
-    x, missing, batch_index
+    batch
         The minibatch's inputs.
     score, info
         The explained score and its per-sample tensors.
@@ -49,9 +59,10 @@ def gradient_attention(
     -------
     ``(B, G)`` relevances (``>= 0``).
     """
+    x = batch.x
     presence = torch.ones_like(x, dtype=torch.float32).requires_grad_(True)
     with torch.enable_grad():
-        out = encode_with_presence(module, x, missing, presence, batch_index)
+        out = encode_with_presence(module, x, batch.missing, presence, batch.batch_index)
         attention = out[BLOCK_ATTENTION_KEY]
         grads = torch.autograd.grad(score(out, *info).sum(), attention)
     relevance = torch.eye(attention[0].shape[-1], device=x.device).expand(len(x), -1, -1)
@@ -65,9 +76,7 @@ def gradient_attention(
 
 def integrated_gradients(
     module: ExpressionEncoder,
-    x: torch.Tensor,
-    missing: torch.Tensor | None,
-    batch_index: torch.Tensor | None,
+    batch: Minibatch,
     score: Score,
     info: tuple[torch.Tensor, ...],
     n_steps: int,
@@ -86,7 +95,7 @@ def integrated_gradients(
 
     Parameters
     ----------
-    module, x, missing, batch_index, score, info
+    module, batch, score, info
         As in :func:`gradient_attention`.
     n_steps
         Quadrature points.
@@ -103,6 +112,7 @@ def integrated_gradients(
         reading = encode_with_presence(module, x_, missing_, presence, batch_, exponent)
         return score(reading, *info_)
 
+    x, missing, batch_index = batch
     _, observed, _ = module.prepare_values(x, missing)
     context = module.fixed_context_length(observed, observed & (x != 0), module.n_inference_context)
     exponent = torch.log2(1.0 + context.float()).clamp_min(1.0).unsqueeze(1)
@@ -121,9 +131,7 @@ def integrated_gradients(
 @torch.inference_mode()
 def deletion(
     module: ExpressionEncoder,
-    x: torch.Tensor,
-    missing: torch.Tensor | None,
-    batch_index: torch.Tensor | None,
+    batch: Minibatch,
     score: Score,
     info: tuple[torch.Tensor, ...],
     chunk_size: int,
@@ -137,7 +145,7 @@ def deletion(
 
     Parameters
     ----------
-    module, x, missing, batch_index, score, info
+    module, batch, score, info
         As in :func:`gradient_attention`.
     chunk_size
         Variants encoded per forward pass.
@@ -146,6 +154,7 @@ def deletion(
     -------
     ``(B, G)`` score drops (0 for a gene the sample did not measure).
     """
+    x, missing, batch_index = batch
     full = score(module.inference(x, missing, batch_index, encoding={}), *info)
     _, observed, _ = module.prepare_values(x, missing)
     samples, genes = observed.nonzero(as_tuple=True)

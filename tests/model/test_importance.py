@@ -11,7 +11,7 @@ from helpers import TINY_MODEL, TINY_TRAIN, assert_fp32_path_close, make_decisiv
 
 from gexbert_sc import GexBERT, GexBERTClassifier, metrics, pl, tl
 from gexbert_sc.model.base._importance_targets import ClassProbability
-from gexbert_sc.module._attribution import integrated_gradients
+from gexbert_sc.module._attribution import Minibatch, integrated_gradients
 from gexbert_sc.module._presence import encode_with_presence
 
 CLASSIFIER_TRAIN = {**TINY_TRAIN, "max_epochs": 15, "lr": 5e-3}
@@ -102,7 +102,9 @@ def test_integrated_gradients_are_complete(classifier):
         info = target.info(module, encode_with_presence(module, x, None, torch.ones_like(x)), None)
         full = score(encode_with_presence(module, x, None, torch.ones_like(x)), *info)
         nothing = score(encode_with_presence(module, x, None, torch.zeros_like(x)), *info)
-    attributions, delta = integrated_gradients(module, x, None, None, score, info, n_steps=128)
+    attributions, delta = integrated_gradients(
+        module, Minibatch(x, None, None), score, info, n_steps=128
+    )
     difference = (full - nothing).numpy()
     np.testing.assert_allclose(attributions.sum(1).numpy(), difference, rtol=0.05, atol=0.05)
     np.testing.assert_allclose(delta.numpy(), attributions.sum(1).numpy() - difference, atol=1e-3)

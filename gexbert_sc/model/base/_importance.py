@@ -12,7 +12,12 @@ from scvi import settings
 
 from gexbert_sc._constants import MODULE_KEYS
 from gexbert_sc.model.base._attention import AttentionMethod
-from gexbert_sc.module._attribution import deletion, gradient_attention, integrated_gradients
+from gexbert_sc.module._attribution import (
+    Minibatch,
+    deletion,
+    gradient_attention,
+    integrated_gradients,
+)
 from gexbert_sc.module._presence import VALUES_KEY, encode_with_presence
 from gexbert_sc.utils import check_positive_integers, is_integer
 
@@ -273,21 +278,20 @@ class _Attribution:
                 info = self.target.info(module, full, positions)
                 measured = full[MODULE_KEYS.OBSERVED_KEY] & (full[VALUES_KEY] != 0)
             expressed[positions] = measured.cpu().numpy()
-            attributions[positions] = self._batch(module, x, missing, batch_index, info)
+            batch = Minibatch(x, missing, batch_index)
+            attributions[positions] = self._batch(module, batch, info)
         return attributions, expressed
 
-    def _batch(self, module, x, missing, batch_index, info) -> np.ndarray:
+    def _batch(self, module, batch: Minibatch, info) -> np.ndarray:
         def score(out, *parts):
             return self.target.score(module, out, *parts)
 
         if self.method == "gradient_attention":
-            values = gradient_attention(module, x, missing, batch_index, score, info)
+            values = gradient_attention(module, batch, score, info)
         elif self.method == "deletion":
-            values = deletion(module, x, missing, batch_index, score, info, DELETION_CHUNK)
+            values = deletion(module, batch, score, info, DELETION_CHUNK)
         else:
-            values, delta = integrated_gradients(
-                module, x, missing, batch_index, score, info, self.n_steps
-            )
+            values, delta = integrated_gradients(module, batch, score, info, self.n_steps)
             self.abs_delta += float(delta.abs().sum())
             self.abs_difference += float((values.sum(1) - delta).abs().sum())
         return values.detach().float().cpu().numpy()
