@@ -70,6 +70,7 @@ def test_readme_output_keys_are_the_writers_defaults():
         keys.PREDICTION + keys.PROBA_SUFFIX,
         keys.RISK,
         keys.ANCHOR,
+        keys.RANK_IMPORTANCE,
         keys.RANK_ATTENTION,
         keys.GENE_EMBEDDING,
         keys.UNS,
