@@ -110,3 +110,15 @@ def test_missing_column_and_bad_ties_are_refused(pretrained):
         GexBERTSurvival.from_gexbert_model(pretrained, "os", "event")
     with pytest.raises(ValueError, match="`ties` must be 'efron' or 'breslow'"):
         GexBERTSurvival.from_gexbert_model(pretrained, "time", "event", ties="exact")
+
+
+def test_gene_importance_explains_the_risk(survival):
+    """Deletion attributions of the risk: the hazard's driver genes among the top genes."""
+    table = survival.get_gene_importance(method="deletion", max_samples=60)
+    assert table.attrs["target"] == "risk" and table["group"].unique().tolist() == ["all"]
+    drivers = set(survival.adata.var_names[survival.adata.var["driver"]])
+    top = set(table.nsmallest(6, "rank")["gene"])
+    # measured: the three drivers are the top three (30 genes; a random six holds 0.6 of them)
+    assert len(drivers & top) >= 2
+    with pytest.raises(ValueError, match="`target` of a GexBERTSurvival must be one of"):
+        survival.get_gene_importance(target="predicted")

@@ -74,7 +74,8 @@ class ImportanceMixin:
         Every method but the attention ones explains one number per sample (``target``),
         computed on the sample's fixed inference context, and a gene's score in a group is
         the mean of its attribution over the group's samples (0 in a sample that did not
-        measure it):
+        measure it; for a survival model's risk, which a gene raises in some samples and
+        lowers in others, the mean of its absolute value):
 
         - ``"integrated_gradients"`` (default): integrated gradients (Captum) of the target
           along each gene's *presence*, from every gene read as missing to the sample as
@@ -174,9 +175,10 @@ class ImportanceMixin:
         rows = samples[kept]
         explained = self._importance_target(target, adata, rows)
         reading = _Attribution(self, explained, method, n_steps)
-        attributions, expressed = reading.run(
-            adata, rows, self._resolve_batch_size(batch_size, None)
-        )
+        batch_size = self._resolve_batch_size(batch_size, None)
+        attributions, expressed = reading.run(adata, rows, batch_size)
+        if explained.by_magnitude:
+            attributions = np.abs(attributions)
         table = _group_table(
             names, codes[kept], attributions, expressed, self.var_names, versus_rest
         )

@@ -19,6 +19,10 @@ class ImportanceTarget:
 
     #: The name recorded in the results.
     name = "score"
+    #: Whether a gene's importance is the size of its attributions (their sign varies from
+    #: sample to sample in a meaningful way, as a gene raises one patient's risk and lowers
+    #: another's) rather than their signed mean.
+    by_magnitude = False
 
     def info(
         self, module: torch.nn.Module, full: dict, rows: np.ndarray
@@ -92,6 +96,7 @@ class HeadOutput(ImportanceTarget):
     """A one-output head's value (the survival model's log relative hazard)."""
 
     name = "risk"
+    by_magnitude = True
 
     def score(self, module, out, *info):
         """Return the head's first output."""
