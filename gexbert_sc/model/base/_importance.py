@@ -166,28 +166,22 @@ class ImportanceMixin:
             return self._attention_importance(
                 adata, indices, groupby, method, versus_rest, max_samples, prior, batch_size, seed
             )
-        names, codes = self._sample_groups(adata, indices, groupby)
+        names, codes, rows = self._grouped_samples(adata, indices, groupby, max_samples, seed)
         if versus_rest and len(names) < 2:
             msg = f"`versus_rest=True` needs at least two groups in `groupby`, got {len(names)}."
             raise ValueError(msg)
-        kept = _subsample(codes, max_samples, seed)
-        samples = np.arange(len(codes)) if indices is None else np.asarray(indices)
-        rows = samples[kept]
         explained = self._importance_target(target, adata, rows)
         reading = _Attribution(self, explained, method, n_steps)
         batch_size = self._resolve_batch_size(batch_size, None)
         attributions, expressed = reading.run(adata, rows, batch_size)
         if explained.by_magnitude:
             attributions = np.abs(attributions)
-        table = _group_table(
-            names, codes[kept], attributions, expressed, self.var_names, versus_rest
-        )
+        table = _group_table(names, codes, attributions, expressed, self.var_names, versus_rest)
+        sizes = np.bincount(codes, minlength=len(names)).tolist()
         table.attrs.update(
             method=method,
             target=explained.name,
-            n_samples=dict(
-                zip(names, np.bincount(codes[kept], minlength=len(names)).tolist(), strict=True)
-            ),
+            n_samples=dict(zip(names, sizes, strict=True)),
         )
         if method == "integrated_gradients":
             table.attrs["relative_delta"] = reading.relative_delta
@@ -206,12 +200,10 @@ class ImportanceMixin:
         seed: int,
     ) -> pd.DataFrame:
         """:meth:`get_attention_scores` on the (sub)sampled samples of each group."""
-        _, codes = self._sample_groups(adata, indices, groupby)
-        kept = _subsample(codes, max_samples, seed)
-        samples = np.arange(len(codes)) if indices is None else np.asarray(indices)
+        _, _, rows = self._grouped_samples(adata, indices, groupby, max_samples, seed)
         table = self.get_attention_scores(
             adata,
-            samples[kept],
+            rows,
             groupby,
             method=ATTENTION_METHODS[method],
             versus_rest=versus_rest,
@@ -220,6 +212,23 @@ class ImportanceMixin:
         )
         table.attrs.update(method=method, target=None)
         return table
+
+    def _grouped_samples(
+        self,
+        adata: AnnData | MuData | None,
+        indices: Sequence[int] | None,
+        groupby: str | None,
+        max_samples: int | None,
+        seed: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the group names, and each sample read's group code and row.
+
+        At most ``max_samples`` per group are read, drawn with ``seed``.
+        """
+        names, codes = self._sample_groups(adata, indices, groupby)
+        kept = _subsample(codes, max_samples, seed)
+        samples = np.arange(len(codes)) if indices is None else np.asarray(indices)
+        return names, codes[kept], samples[kept]
 
 
 def check_target(target: str | None, allowed: Sequence[str], model_name: str) -> str:
