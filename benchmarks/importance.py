@@ -27,7 +27,10 @@ rankings describe what the trained classifier reads, there is no held-out split)
   cells; LYZ, S100A8, S100A9, CST3, CD14 for monocytes; NKG7, GNLY, GZMB for NK cells; CD3E
   for the five T-cell groups). ``importance_markers.csv``.
 - Overlap with Wilcoxon's top 50 per group (:func:`gexbert_sc.metrics.ranking_overlap`).
-- Cost: seconds of each ranking (one thread). ``importance_cost.csv``.
+- Cost: seconds of each ranking (one thread, beside the other runs). ``importance_cost.csv``.
+  ``--cost`` times each GexBERT method alone on zeisel's 3,005 cells with every cell read
+  (``max_samples=None``; deletion on 10 cells per type, scaled) at 2 threads, on a model
+  trained for 1 epoch (the cost does not depend on training): ``importance_timing.csv``.
 - The ``[CLS]`` shortcut (pbmc68k only, ``--shortcut``): a second model pretrained with
   ``cls_summary=False`` (``[CLS]`` without the profile summary) and fine-tuned alike; its
   attention rankings' deletion test, and the pretrained embedding's kNN label accuracy and the
@@ -417,6 +420,42 @@ def report(tables: dict[str, pd.DataFrame], args) -> None:
 
 
 TABLES = ("deletion", "curves", "markers", "overlap", "cost", "shortcut")
+#: Threads of the ``--cost`` timing (the goal's "2 cores").
+COST_THREADS = 2
+#: Samples per group of the timed deletion (its cost is linear in them).
+COST_DELETION_SAMPLES = 10
+
+
+def timing(fast: bool) -> pd.DataFrame:
+    """Seconds of each GexBERT method on every cell of zeisel (deletion scaled from a subset)."""
+    import torch
+
+    torch.set_num_threads(COST_THREADS)
+    spec = DATASETS["zeisel"]
+    adata = load("zeisel", fast)
+    _, classifier, _ = train_classifier(adata, spec, fast=True)  # 1 epoch: cost only
+    rows = []
+    for method in GEXBERT_METHODS:
+        samples = COST_DELETION_SAMPLES if method == "deletion" else None
+        _, seconds = timed(
+            classifier.get_gene_importance,
+            adata,
+            spec.groupby,
+            method=method,
+            max_samples=samples,
+            batch_size=32 if method == "rollout" else BATCH_SIZE,
+        )
+        read = adata.n_obs if samples is None else samples * adata.obs[spec.groupby].nunique()
+        rows.append(
+            {
+                "method": method,
+                "threads": COST_THREADS,
+                "cells_read": read,
+                "seconds": seconds,
+                "seconds_for_3000_cells": seconds / read * 3000,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -424,6 +463,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], "1 epoch on 300 cells per data set")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--shortcut", action="store_true", help="also test cls_summary=False")
+    parser.add_argument("--cost", action="store_true", help="only time each method (2 threads)")
     add_summarise_option(parser)
     args = parser.parse_args()
     if args.summarise:
@@ -436,6 +476,11 @@ def main() -> None:
         report(tables, args)
         return
     quiet_training_logs()
+    if args.cost:
+        table = timing(args.fast)
+        table.to_csv(results_path("importance_timing.csv", args), index=False)
+        print(table.to_string(index=False))
+        return
     parts = [run(name, args.fast, args.shortcut and name == "pbmc68k") for name in args.datasets]
     tables = {
         name: pd.concat([part[name] for part in parts if name in part], ignore_index=True)
