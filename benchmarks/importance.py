@@ -232,7 +232,7 @@ def marker_ranks(adata: ad.AnnData, markers: dict, rankings: list[str]) -> pd.Da
             for gene in genes:
                 rank = names.index(gene) + 1 if gene in names else np.nan
                 rows.append({"group": group, "gene": gene, "ranking": ranking, "rank": rank})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["group", "gene", "ranking", "rank"])
 
 
 def shortcut_rows(adata: ad.AnnData, spec: Dataset, fast: bool, models: dict) -> list[dict]:
@@ -352,6 +352,7 @@ def goal_table(deletion: pd.DataFrame, markers: pd.DataFrame) -> pd.DataFrame:
             "mean_sufficiency_20": float(groups["sufficiency_20"].mean()),
         }
         found = markers[(markers["dataset"] == dataset) & (markers["ranking"] == ranking)]
+        # a data set without a marker table has no rows here
         if len(found):
             per_group = found.groupby("group")["rank"].min() <= N_MARKER_TOP
             row["marker_in_top20"] = float(per_group.mean())
