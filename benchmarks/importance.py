@@ -76,6 +76,7 @@ from _common import (
 import gexbert_sc
 from gexbert_sc import metrics, tl
 from gexbert_sc.data._rankings import GEXBERT_METHOD_PREFIX, rankings_uns
+from gexbert_sc.tl._importance import ranking_columns
 
 logger = logging.getLogger("importance")
 
@@ -185,14 +186,7 @@ def rank_gexbert(
             max_samples=METHOD_SAMPLES.get(method, 500),
             batch_size=32 if method == "rollout" else BATCH_SIZE,
         )
-        fractions = (
-            ("context_fraction", "rest_context_fraction")
-            if "context_fraction" in table
-            else ("expressed_fraction", "rest_expressed_fraction")
-        )
-        table = table.assign(
-            logfoldchange=np.nan, pts=table[fractions[0]], pts_rest=table[fractions[1]]
-        )
+        table = ranking_columns(table, method)
         group_only = table.assign(score=table["group_score"])
         group_only["rank"] = group_only.groupby("group", observed=True)["score"].rank(
             ascending=False, method="first"

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from gexbert_sc._constants import OUTPUT_KEYS
 from gexbert_sc.data._rankings import GEXBERT_METHOD_PREFIX, rankings_uns
@@ -92,18 +93,7 @@ def rank_genes_importance(
         batch_size=batch_size,
         seed=seed,
     )
-    if method in ATTENTION_METHODS:
-        table = table.assign(
-            logfoldchange=np.log2(table["group_score"] / table["rest_score"]),
-            pts=table["context_fraction"],
-            pts_rest=table["rest_context_fraction"],
-        )
-    else:
-        table = table.assign(
-            logfoldchange=np.nan,
-            pts=table["expressed_fraction"],
-            pts_rest=table["rest_expressed_fraction"],
-        )
+    table = ranking_columns(table, method)
     params = {
         "importance": method,
         "target": table.attrs.get("target"),
@@ -122,3 +112,32 @@ def rank_genes_importance(
         len(table["group"].cat.categories),
     )
     return adata if copy else None
+
+
+def ranking_columns(table: pd.DataFrame, method: ImportanceMethod) -> pd.DataFrame:
+    """Add the ``rank_genes_groups`` columns a ``versus_rest`` importance table lacks.
+
+    Parameters
+    ----------
+    table
+        :meth:`~gexbert_sc.GexBERT.get_gene_importance` with ``versus_rest=True``.
+    method
+        Its method.
+
+    Returns
+    -------
+    ``table`` with ``logfoldchange`` (log2 of the group's attention over the rest's for the
+    attention methods, NaN for the others), ``pts`` and ``pts_rest`` (context or expressed
+    fractions), as :func:`gexbert_sc.data._rankings.rankings_uns` reads them.
+    """
+    if method in ATTENTION_METHODS:
+        return table.assign(
+            logfoldchange=np.log2(table["group_score"] / table["rest_score"]),
+            pts=table["context_fraction"],
+            pts_rest=table["rest_context_fraction"],
+        )
+    return table.assign(
+        logfoldchange=np.nan,
+        pts=table["expressed_fraction"],
+        pts_rest=table["rest_expressed_fraction"],
+    )

@@ -18,7 +18,7 @@ from gexbert_sc.module._attribution import (
     gradient_attention,
     integrated_gradients,
 )
-from gexbert_sc.module._presence import VALUES_KEY, encode_with_presence
+from gexbert_sc.module._presence import VALUES_KEY
 from gexbert_sc.utils import check_positive_integers, is_integer
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ class _Attribution:
             positions = np.arange(start, start + len(x))
             start += len(x)
             with torch.no_grad():
-                full = encode_with_presence(module, x, missing, torch.ones_like(x), batch_index)
+                full = _as_measured(module, x, missing, batch_index)
                 info = self.target.info(module, full, positions)
                 measured = full[MODULE_KEYS.OBSERVED_KEY] & (full[VALUES_KEY] != 0)
             expressed[positions] = measured.cpu().numpy()
@@ -306,6 +306,17 @@ class _Attribution:
             self.abs_delta += float(delta.abs().sum())
             self.abs_difference += float((values.sum(1) - delta).abs().sum())
         return values.detach().float().cpu().numpy()
+
+
+def _as_measured(module, x, missing, batch_index) -> dict:
+    """Read samples as measured (fixed context, fused attention), with their log values.
+
+    What a target's ``info`` reads: the reading at presence 1 without the explicit attention
+    weights that only the attributions need.
+    """
+    out = module.inference(x, missing, batch_index, encoding={})
+    out[VALUES_KEY] = module.prepare_values(x, missing)[0]
+    return out
 
 
 def _subsample(codes: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
@@ -394,9 +405,7 @@ class TargetReader:
             for key in (MODULE_KEYS.MISSING_KEY, MODULE_KEYS.BATCH_KEY)
         )
         with torch.no_grad():
-            full = encode_with_presence(
-                self.module, self.x, self.missing, torch.ones_like(self.x), self.batch_index
-            )
+            full = _as_measured(self.module, self.x, self.missing, self.batch_index)
             self.info = self.target.info(self.module, full, np.arange(len(self.x)))
 
     @torch.inference_mode()
